@@ -1,0 +1,124 @@
+/**
+ * What effect-sql-tx needs to know about a database, in one interface: the SQL of BEGIN (with the options folded
+ * into one round trip), savepoints, COMMIT and ROLLBACK; the table that maps driver error codes to typed errors;
+ * the connection's server-side id; and how to discard a connection whose state is unknown.
+ *
+ * The three implementations (`pg`, `mysql`, `sqlite`) are the only code of the library that knows a database.
+ *
+ * @since 0.1.0
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import { mysql } from "./internal/dialect/mysql.js"
+import { pg } from "./internal/dialect/pg.js"
+import { sqlite } from "./internal/dialect/sqlite.js"
+import type { ResolvedTransactionOptions } from "./Transaction.js"
+import type { DatabaseErrorTag, InvalidTransactionOptions } from "./TransactionError.js"
+import { UnsupportedDialect } from "./TransactionError.js"
+
+/**
+ * The dialects this library supports, named as `@effect/sql` names them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DialectName = "pg" | "mysql" | "sqlite"
+
+/**
+ * The OpenTelemetry `db.system` value of a dialect, used as the `db_system` metric tag.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DbSystem = "postgresql" | "mysql" | "sqlite"
+
+/**
+ * How the database answered COMMIT: PostgreSQL answers a COMMIT of an aborted transaction with `ROLLBACK`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type CommitOutcome = "committed" | "rolledBack"
+
+/**
+ * A driver error recognized by a dialect's error table.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClassifiedCode {
+  readonly tag: DatabaseErrorTag
+  readonly code: string | undefined
+}
+
+/**
+ * Everything database-specific that a transaction needs.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Dialect {
+  readonly name: DialectName
+  readonly dbSystem: DbSystem
+  /** Refuses options the database cannot honour (for example `deferrable` outside PostgreSQL). */
+  readonly validate: (options: ResolvedTransactionOptions) => InvalidTransactionOptions | undefined
+  /** Starts a transaction with the options applied, in one round trip where the driver allows it. */
+  readonly begin: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<void, SqlError>
+  /** Commits, and restores any session state that `begin` changed. */
+  readonly commit: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<CommitOutcome, SqlError>
+  /** Rolls back, and restores any session state that `begin` changed. */
+  readonly rollback: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<void, SqlError>
+  readonly savepoint: (conn: Connection, name: string) => Effect.Effect<void, SqlError>
+  readonly releaseSavepoint: (conn: Connection, name: string) => Effect.Effect<void, SqlError>
+  /** Rolls back to a savepoint, which stays defined (SQL semantics). */
+  readonly rollbackToSavepoint: (conn: Connection, name: string) => Effect.Effect<void, SqlError>
+  /** Rolls back to a savepoint and releases it, in one round trip where the driver allows it. */
+  readonly rollbackAndReleaseSavepoint: (conn: Connection, name: string) => Effect.Effect<void, SqlError>
+  /** Maps a driver error (the `cause` of a `SqlError`) to a typed error tag, or `undefined` when it is unrelated. */
+  readonly classify: (cause: unknown) => ClassifiedCode | undefined
+  /** The server's id for the connection (PostgreSQL backend pid, MySQL connection id), read from the driver. */
+  readonly connectionId: (conn: Connection) => number | undefined
+  /** Makes sure the connection is closed instead of going back to the pool (its state is unknown). */
+  readonly destroy: (conn: Connection) => Effect.Effect<void>
+}
+
+export {
+  /**
+   * MySQL and MariaDB through `@effect/sql-mysql2`.
+   *
+   * @since 0.1.0
+   * @category dialects
+   */
+  mysql,
+  /**
+   * PostgreSQL through `@effect/sql-pg`.
+   *
+   * @since 0.1.0
+   * @category dialects
+   */
+  pg,
+  /**
+   * SQLite through `@effect/sql-sqlite-node`.
+   *
+   * @since 0.1.0
+   * @category dialects
+   */
+  sqlite
+}
+
+/**
+ * The dialect of a `SqlClient`, from its compiler's dialect.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromClient = (sql: SqlClient.SqlClient): Effect.Effect<Dialect, UnsupportedDialect> =>
+  sql.onDialectOrElse({
+    pg: () => Effect.succeed(pg),
+    mysql: () => Effect.succeed(mysql),
+    sqlite: () => Effect.succeed(sqlite),
+    mssql: () => Effect.fail(new UnsupportedDialect({ dialect: "mssql" })),
+    orElse: () => Effect.fail(new UnsupportedDialect({ dialect: "unknown" }))
+  })

@@ -1,0 +1,47 @@
+/**
+ * @since 0.1.0
+ */
+import * as TransactionManager from "./TransactionManager.js"
+
+/**
+ * Dialects: the database-specific SQL, error tables and connection handling.
+ *
+ * @since 0.1.0
+ */
+export * as Dialect from "./Dialect.js"
+
+/**
+ * The four isolation levels.
+ *
+ * @since 0.1.0
+ */
+export * as IsolationLevel from "./IsolationLevel.js"
+
+/**
+ * Transactions, nested blocks and savepoints.
+ *
+ * @since 0.1.0
+ */
+export * as Transaction from "./Transaction.js"
+
+/**
+ * Typed errors, classification and retryability.
+ *
+ * @since 0.1.0
+ */
+export * as TransactionError from "./TransactionError.js"
+
+/**
+ * The manager service and its layers.
+ *
+ * @since 0.1.0
+ */
+export * as TransactionManager from "./TransactionManager.js"
+
+/**
+ * The manager with its defaults: `TransactionManager.layer()`. It needs a `SqlClient`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const TransactionLayer = TransactionManager.layer()

@@ -1,0 +1,478 @@
+/**
+ * The one path of every transaction: acquire → begin → body → commit/rollback → classify → release.
+ * Nested blocks take the same path with a savepoint instead of a connection and BEGIN.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import type { Dialect } from "../Dialect.js"
+import type {
+  ResolvedTransactionOptions,
+  Savepoint,
+  Transaction,
+  TransactionInfo,
+  TransactionOptions
+} from "../Transaction.js"
+import * as TransactionError from "../TransactionError.js"
+import { TransactionManager } from "../TransactionManager.js"
+import * as Options from "./options.js"
+
+/** @internal */
+export const TransactionTag = Context.GenericTag<Transaction>("effect-sql-tx/Transaction")
+
+/** The state shared by all levels of one transaction (one connection). */
+interface Root {
+  readonly manager: TransactionManager
+  readonly dialect: Dialect
+  readonly conn: Connection
+  /** The scope holding the reserved connection; `undefined` when joined to a foreign `sql.withTransaction`. */
+  readonly connScope: Scope.CloseableScope | undefined
+  /** Savepoint names in use on the connection. */
+  readonly liveSavepoints: Set<string>
+  savepointCounter: number
+  /** Set when a savepoint could not be rolled back: the transaction must not commit. */
+  poisoned: TransactionError.TransactionError | SqlError | undefined
+}
+
+/** One block: the outermost transaction or a savepoint. */
+interface Level {
+  readonly root: Root
+  readonly parent: Level | undefined
+  readonly handle: Transaction
+  /** The block's savepoint, `undefined` for the outermost transaction. */
+  readonly savepoint: string | undefined
+  /** The manual savepoints of this block, oldest first. */
+  readonly manual: Array<Savepoint>
+  /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
+  lock: Effect.Semaphore | undefined
+  rollbackOnly: boolean
+}
+
+const levels = new WeakMap<Transaction, Level>()
+
+const levelOf = (handle: Transaction): Level => levels.get(handle)!
+
+const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
+
+type Failure = TransactionError.TransactionError | SqlError
+
+const classifyError = <E>(dialect: Dialect, error: E): E | TransactionError.DatabaseError =>
+  error instanceof SqlError ? TransactionError.classify(error, dialect) as E | TransactionError.DatabaseError : error
+
+const classifyExit = <A, E>(dialect: Dialect, exit: Exit.Exit<A, E>) =>
+  Exit.mapError(exit, (error) => classifyError(dialect, error))
+
+const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
+const reservedPrefix = "effect_sql"
+
+const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root.savepointCounter}`
+
+// ---------------------------------------------------------------------------------------------------------------
+// acquiring a connection
+
+/**
+ * Reserves a connection. The wait for a pool slot can be interrupted without leaking: the reservation itself runs
+ * uninterruptibly in its own fiber, and when the caller gives up, the connection it eventually gets is released.
+ */
+const reserve = (
+  sql: SqlClient.SqlClient,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError> =>
+  Effect.flatMap(Scope.make(), (scope) =>
+    Effect.flatMap(
+      Effect.forkDaemon(Effect.uninterruptible(Scope.extend(sql.reserve, scope))),
+      (fiber) =>
+        restore(Fiber.join(fiber)).pipe(
+          Effect.map((conn) => [conn, scope] as const),
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(
+              Effect.zipRight(Fiber.await(fiber), Scope.close(scope, Exit.void))
+            )
+          )
+        )
+    ))
+
+/** Gives a connection back to the pool, destroying it first when its state is unknown. */
+const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
+  root.connScope === undefined
+    ? Effect.void
+    : Effect.zipRight(destroy ? root.dialect.destroy(root.conn) : Effect.void, Scope.close(root.connScope, Exit.void))
+
+/** Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). */
+const rollbackRoot = (root: Root, options: ResolvedTransactionOptions): Effect.Effect<boolean> =>
+  root.dialect.rollback(root.conn, options).pipe(
+    Effect.as(false),
+    Effect.catchAll((error) =>
+      Effect.as(
+        Effect.logWarning("effect-sql-tx: ROLLBACK failed; the connection is discarded").pipe(
+          Effect.annotateLogs("error", String(classifyError(root.dialect, error)))
+        ),
+        true
+      )
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// opening a block
+
+const makeHandle = (
+  level: Omit<Level, "handle">,
+  info: TransactionInfo
+): Level => {
+  const handle: Transaction = {
+    ...info,
+    savepoint: (name) => createSavepoint(levelOf(handle), name),
+    rollbackTo: (savepoint) => rollbackToSavepoint(levelOf(handle), savepoint),
+    release: (savepoint) => releaseSavepoint(levelOf(handle), savepoint),
+    setRollbackOnly: Effect.sync(() => {
+      levelOf(handle).rollbackOnly = true
+    })
+  }
+  const full: Level = { ...level, handle }
+  levels.set(handle, full)
+  return full
+}
+
+const info = (
+  id: string,
+  depth: number,
+  options: ResolvedTransactionOptions
+): Effect.Effect<TransactionInfo> =>
+  Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => ({
+    id,
+    name: options.name,
+    depth,
+    options,
+    startedAt: new Date(now)
+  }))
+
+const openRoot = (
+  manager: TransactionManager,
+  options: TransactionOptions | undefined,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Level, Failure> =>
+  Effect.gen(function*() {
+    const dialect = manager.dialect
+    const resolved = yield* Options.resolve(manager.defaults, options, dialect)
+    const [conn, connScope] = yield* Effect.mapError(reserve(manager.sql, restore), (e) => classifyError(dialect, e))
+    const root: Root = {
+      manager,
+      dialect,
+      conn,
+      connScope,
+      liveSavepoints: new Set(),
+      savepointCounter: 0,
+      poisoned: undefined
+    }
+    yield* dialect.begin(conn, resolved).pipe(
+      Effect.catchAll((error) =>
+        // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
+        Effect.flatMap(rollbackRoot(root, resolved), (destroy) => releaseConnection(root, destroy)).pipe(
+          Effect.zipRight(Effect.fail(classifyError(dialect, error)))
+        )
+      )
+    )
+    return makeHandle(
+      { root, parent: undefined, savepoint: undefined, manual: [], lock: undefined, rollbackOnly: false },
+      yield* info(manager.nextId(), 0, resolved)
+    )
+  })
+
+const openNested = (
+  parent: Level | undefined,
+  root: Root,
+  depth: number,
+  parentOptions: ResolvedTransactionOptions,
+  options: TransactionOptions | undefined,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Level, Failure> =>
+  Effect.gen(function*() {
+    const resolved = yield* Options.resolveNested(parentOptions, options)
+    if (parent !== undefined) yield* restore(lockOf(parent).take(1))
+    const name = nextSavepointName(root)
+    yield* root.dialect.savepoint(root.conn, name).pipe(
+      Effect.mapError((error) => classifyError(root.dialect, error)),
+      Effect.tapError(() => parent === undefined ? Effect.void : lockOf(parent).release(1))
+    )
+    root.liveSavepoints.add(name)
+    const id = parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`
+    return makeHandle(
+      { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false },
+      yield* info(id, depth, resolved)
+    )
+  })
+
+/** Opens the outermost transaction, a savepoint in the current one, or a savepoint in a foreign one. */
+const open = (
+  options: TransactionOptions | undefined,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Level, Failure, TransactionManager> =>
+  Effect.flatMap(TransactionManager, (manager) =>
+    Effect.flatMap(Effect.context<never>(), (context) => {
+      const current = Context.getOption(context, TransactionTag)
+      if (Option.isSome(current)) {
+        const parent = levelOf(current.value)
+        return openNested(parent, parent.root, parent.handle.depth + 1, parent.handle.options, options, restore)
+      }
+      const foreign = Context.getOption(context, SqlClient.TransactionConnection)
+      if (Option.isSome(foreign)) {
+        // Inside a plain `sql.withTransaction`: join it with a savepoint on its connection.
+        const [conn, depth] = foreign.value
+        const root: Root = {
+          manager,
+          dialect: manager.dialect,
+          conn,
+          connScope: undefined,
+          liveSavepoints: new Set(),
+          savepointCounter: 0,
+          poisoned: undefined
+        }
+        return openNested(undefined, root, depth + 1, Options.foreignParent, options, restore)
+      }
+      return openRoot(manager, options, restore)
+    }))
+
+// ---------------------------------------------------------------------------------------------------------------
+// closing a block
+
+const forgetSavepoints = (level: Level): void => {
+  for (const savepoint of level.manual) level.root.liveSavepoints.delete(savepoint.name)
+  level.manual.length = 0
+  if (level.savepoint !== undefined) level.root.liveSavepoints.delete(level.savepoint)
+}
+
+const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+  const { root } = level
+  const { dialect } = root
+  const options = level.handle.options
+  forgetSavepoints(level)
+  const rollbackWith = (result: Exit.Exit<A, E | Failure>): Effect.Effect<A, E | Failure> =>
+    Effect.flatMap(rollbackRoot(root, options), (destroy) => Effect.zipRight(releaseConnection(root, destroy), result))
+  if (Exit.isFailure(exit)) return rollbackWith(classifyExit(dialect, exit))
+  if (root.poisoned !== undefined) return rollbackWith(Exit.fail(root.poisoned))
+  if (level.rollbackOnly) return rollbackWith(exit)
+  return dialect.commit(root.conn, options).pipe(
+    Effect.matchEffect({
+      onSuccess: (outcome) =>
+        Effect.zipRight(
+          releaseConnection(root, false),
+          outcome === "committed" ? exit as Exit.Exit<A, E | Failure> : Exit.fail(
+            new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
+          )
+        ),
+      onFailure: (error) => {
+        const classified = classifyError(dialect, error)
+        if (classified._tag === "ConnectionLost") {
+          const unknown = new TransactionError.CommitOutcomeUnknown({
+            dialect: dialect.name,
+            code: classified.code,
+            cause: error
+          })
+          return Effect.zipRight(releaseConnection(root, true), Exit.fail(unknown) as Exit.Exit<A, E | Failure>)
+        }
+        // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
+        // transaction open (SQLite does): roll back, which is harmless where it is already over.
+        return rollbackWith(Exit.fail(classified))
+      }
+    })
+  )
+}
+
+const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+  const { root } = level
+  const { dialect } = root
+  const name = level.savepoint!
+  const rollbackTo = (result: Exit.Exit<A, E | Failure>) =>
+    dialect.rollbackAndReleaseSavepoint(root.conn, name).pipe(
+      Effect.matchEffect({
+        onSuccess: () => result,
+        onFailure: (error) => {
+          // The block's writes may still be there: make sure the transaction cannot commit them.
+          const classified = classifyError(dialect, error)
+          root.poisoned ??= classified
+          return Exit.fail(classified)
+        }
+      })
+    )
+  const result: Effect.Effect<A, E | Failure> = Exit.isFailure(exit)
+    ? rollbackTo(classifyExit(dialect, exit))
+    : level.rollbackOnly
+    ? rollbackTo(exit)
+    : dialect.releaseSavepoint(root.conn, name).pipe(
+      Effect.matchEffect({
+        onSuccess: () => exit,
+        // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
+        onFailure: (error) => rollbackTo(Exit.fail(classifyError(dialect, error)))
+      })
+    )
+  return Effect.ensuring(
+    result,
+    Effect.suspend(() => {
+      forgetSavepoints(level)
+      return level.parent === undefined ? Effect.void : lockOf(level.parent).release(1)
+    })
+  )
+}
+
+const close = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> =>
+  level.savepoint === undefined ? closeRoot(level, exit) : closeNested(level, exit)
+
+// ---------------------------------------------------------------------------------------------------------------
+// running a body
+
+const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
+  Effect.mapInputContext(
+    effect,
+    (context: Context.Context<Exclude<R, Transaction>>) =>
+      Context.add(
+        Context.add(context, TransactionTag, level.handle),
+        SqlClient.TransactionConnection,
+        [level.root.conn, level.handle.depth] as const
+      ) as Context.Context<R>
+  )
+
+const bounded = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) => {
+  const { timeout, name } = level.handle.options
+  if (timeout === undefined) return effect
+  return Effect.timeoutFail(effect, {
+    duration: timeout,
+    onTimeout: () =>
+      new TransactionError.TransactionTimeout({
+        name,
+        timeout,
+        elapsed: timeout
+      })
+  })
+}
+
+/** @internal `Transaction.atomic`. */
+export const atomic = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  options: TransactionOptions | undefined
+): Effect.Effect<A, E | Failure, Exclude<R, Transaction> | TransactionManager> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(open(options, restore), (level) =>
+      Effect.flatMap(
+        Effect.exit(restore(provideLevel(level, bounded(level, effect)))),
+        (exit) => close(level, exit)
+      ))
+  )
+
+/** @internal `Transaction.begin`. */
+export const begin = (
+  options: TransactionOptions | undefined
+): Effect.Effect<Transaction, Failure, Scope.Scope | TransactionManager> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(
+      open(options, restore),
+      (level) =>
+        Effect.flatMap(Effect.scope, (scope) =>
+          Scope.addFinalizerExit(scope, (exit) =>
+            // A failed scope already carries its error: only a failure of the COMMIT itself is new.
+            Exit.isFailure(exit) ? Effect.ignore(close(level, exit)) : close(level, exit).pipe(
+              Effect.catchAll((error) =>
+                // A scope finalizer cannot fail: a COMMIT error can only surface as a defect here (`atomic` keeps
+                // it typed).
+                Effect.zipRight(
+                  Effect.logError("effect-sql-tx: the transaction of Transaction.begin did not commit").pipe(
+                    Effect.annotateLogs("error", String(error))
+                  ),
+                  Effect.die(error)
+                )
+              )
+            )).pipe(
+              Effect.zipRight(
+                Effect.locallyScopedWith(FiberRef.currentContext, (context) =>
+                  Context.add(
+                    Context.add(context, TransactionTag, level.handle),
+                    SqlClient.TransactionConnection,
+                    [level.root.conn, level.handle.depth] as const
+                  ))
+              ),
+              Effect.as(level.handle)
+            ))
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// manual savepoints
+
+const refuse = (savepoint: string, reason: string) =>
+  Effect.fail(new TransactionError.SavepointError({ savepoint, reason }))
+
+const createSavepoint = (level: Level, name: string | undefined): Effect.Effect<Savepoint, Failure> =>
+  Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
+    const { root } = level
+    if (name !== undefined) {
+      if (typeof name !== "string" || !identifier.test(name)) {
+        return refuse(String(name), "a savepoint name must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*, ≤ 63)")
+      }
+      if (name.toLowerCase().startsWith(reservedPrefix)) {
+        return refuse(name, `names starting with "${reservedPrefix}" are reserved for generated savepoints`)
+      }
+    }
+    return lockOf(level).withPermits(1)(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
+      const actual = name ?? nextSavepointName(root)
+      if (root.liveSavepoints.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
+      return root.dialect.savepoint(root.conn, actual).pipe(
+        Effect.mapError((error) => classifyError(root.dialect, error)),
+        Effect.map(() => {
+          const savepoint: Savepoint = { _tag: "Savepoint", name: actual, transactionId: level.handle.id }
+          level.manual.push(savepoint)
+          root.liveSavepoints.add(actual)
+          return savepoint
+        })
+      )
+    }))
+  })
+
+const withOwnSavepoint = (
+  level: Level,
+  savepoint: Savepoint,
+  f: (index: number) => Effect.Effect<void, Failure>
+): Effect.Effect<void, Failure> =>
+  lockOf(level).withPermits(1)(Effect.suspend(() => {
+    const index = level.manual.indexOf(savepoint)
+    if (index === -1) {
+      return refuse(
+        savepoint?.name ?? String(savepoint),
+        "unknown here: released, rolled back past, or created by another transaction or block"
+      )
+    }
+    return f(index)
+  }))
+
+const dropFrom = (level: Level, index: number): void => {
+  for (const dropped of level.manual.splice(index)) level.root.liveSavepoints.delete(dropped.name)
+}
+
+const rollbackToSavepoint = (level: Level, savepoint: Savepoint): Effect.Effect<void, Failure> =>
+  withOwnSavepoint(
+    level,
+    savepoint,
+    (index) =>
+      level.root.dialect.rollbackToSavepoint(level.root.conn, savepoint.name).pipe(
+        Effect.mapError((error) => classifyError(level.root.dialect, error)),
+        // The savepoint stays defined; the ones created after it are gone.
+        Effect.tap(() => dropFrom(level, index + 1))
+      )
+  )
+
+const releaseSavepoint = (level: Level, savepoint: Savepoint): Effect.Effect<void, Failure> =>
+  withOwnSavepoint(
+    level,
+    savepoint,
+    (index) =>
+      level.root.dialect.releaseSavepoint(level.root.conn, savepoint.name).pipe(
+        Effect.mapError((error) => classifyError(level.root.dialect, error)),
+        // Releasing a savepoint releases the ones created after it too.
+        Effect.tap(() => dropFrom(level, index))
+      )
+  )

@@ -1,0 +1,18 @@
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+import { suite } from "./suites/TransactionSuite.js"
+import * as Databases from "./utils/databases.js"
+
+suite({
+  name: "mysql",
+  layer: Databases.mysql,
+  inTransaction: Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.map(sql<{ open: number }>`SELECT @@in_transaction AS open`, (rows) => Number(rows[0]!.open) === 1)
+  ),
+  connectionId: Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.map(sql<{ id: number }>`SELECT CONNECTION_ID() AS id`, (rows) => Number(rows[0]!.id))
+  ),
+  concurrentConnections: true
+})

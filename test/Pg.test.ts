@@ -1,0 +1,17 @@
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+import { suite } from "./suites/TransactionSuite.js"
+import * as Databases from "./utils/databases.js"
+
+suite({
+  name: "pg",
+  layer: Databases.pg,
+  inTransaction: Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    // In autocommit, a statement is its own transaction: now() is the statement's own start.
+    Effect.map(sql<{ open: boolean }>`SELECT now() <> statement_timestamp() AS open`, (rows) => rows[0]!.open)),
+  connectionId: Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.map(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, (rows) => rows[0]!.pid)
+  ),
+  concurrentConnections: true
+})

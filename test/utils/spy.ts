@@ -1,0 +1,42 @@
+/**
+ * A `SqlClient` that records the SQL sent on every reserved connection (the connections transactions run on), in
+ * the order the driver received it. It wraps the real client: every statement still goes to the real server.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { Context, Effect, Layer } from "effect"
+
+export class SentStatements extends Context.Tag("test/SentStatements")<SentStatements, Array<string>>() {}
+
+const recorded = new Set(["execute", "executeRaw", "executeUnprepared", "executeValues", "executeStream"])
+
+const spyConnection = (conn: Connection, log: Array<string>): Connection =>
+  new Proxy(conn, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver)
+      if (typeof key === "string" && recorded.has(key) && typeof value === "function") {
+        return (sql: string, ...rest: Array<unknown>) => {
+          log.push(sql)
+          return value.call(target, sql, ...rest)
+        }
+      }
+      return value
+    }
+  })
+
+/** Replaces the `SqlClient` of `layer` with a recording one, and provides the log as `SentStatements`. */
+export const spy = <E, R>(
+  layer: Layer.Layer<SqlClient.SqlClient, E, R>
+): Layer.Layer<SqlClient.SqlClient | SentStatements, E, R> => {
+  const recording = Layer.effectContext(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const log: Array<string> = []
+    const client: SqlClient.SqlClient = Object.assign(
+      (...args: Array<any>) => (sql as any)(...args),
+      sql,
+      { reserve: Effect.map(sql.reserve, (conn) => spyConnection(conn, log)) }
+    )
+    return Context.make(SqlClient.SqlClient, client).pipe(Context.add(SentStatements, log))
+  }))
+  return Layer.provide(recording, layer)
+}
