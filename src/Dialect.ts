@@ -64,6 +64,11 @@ export interface Dialect {
   readonly dbSystem: DbSystem
   /** Refuses options the database cannot honour (for example `deferrable` outside PostgreSQL). */
   readonly validate: (options: ResolvedTransactionOptions) => InvalidTransactionOptions | undefined
+  /**
+   * Whether the client's `reserve` can be interrupted while it waits for a connection without leaking it
+   * (`@effect/sql-sqlite-node`: yes; `@effect/sql-pg` and `@effect/sql-mysql2`: no).
+   */
+  readonly interruptibleReserve: boolean
   /** Starts a transaction with the options applied, in one round trip where the driver allows it. */
   readonly begin: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<void, SqlError>
   /** Commits, and restores any session state that `begin` changed. */

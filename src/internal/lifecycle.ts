@@ -78,26 +78,33 @@ const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root.savepo
 // acquiring a connection
 
 /**
- * Reserves a connection. The wait for a pool slot can be interrupted without leaking: the reservation itself runs
- * uninterruptibly in its own fiber, and when the caller gives up, the connection it eventually gets is released.
+ * Reserves a connection. The wait for a pool slot can be interrupted without leaking: where the driver's
+ * reservation cannot be interrupted safely (pg, mysql2 register the release only once the pool answers), it runs
+ * uninterruptibly in a fiber of its own, and when the caller gives up, the connection it eventually gets is
+ * released.
  */
 const reserve = (
   sql: SqlClient.SqlClient,
+  dialect: Dialect,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError> =>
-  Effect.flatMap(Scope.make(), (scope) =>
-    Effect.flatMap(
+  Effect.flatMap(Scope.make(), (scope) => {
+    const withScope = (conn: Connection) => [conn, scope] as const
+    if (dialect.interruptibleReserve) {
+      return restore(Scope.extend(sql.reserve, scope)).pipe(
+        Effect.map(withScope),
+        Effect.onError(() => Scope.close(scope, Exit.void))
+      )
+    }
+    return Effect.flatMap(
       Effect.forkDaemon(Effect.uninterruptible(Scope.extend(sql.reserve, scope))),
       (fiber) =>
         restore(Fiber.join(fiber)).pipe(
-          Effect.map((conn) => [conn, scope] as const),
-          Effect.onExit((exit) =>
-            Exit.isSuccess(exit) ? Effect.void : Effect.forkDaemon(
-              Effect.zipRight(Fiber.await(fiber), Scope.close(scope, Exit.void))
-            )
-          )
+          Effect.map(withScope),
+          Effect.onError(() => Effect.forkDaemon(Effect.zipRight(Fiber.await(fiber), Scope.close(scope, Exit.void))))
         )
-    ))
+    )
+  })
 
 /** Gives a connection back to the pool, destroying it first when its state is unknown. */
 const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
@@ -161,7 +168,8 @@ const openRoot = (
   Effect.gen(function*() {
     const dialect = manager.dialect
     const resolved = yield* Options.resolve(manager.defaults, options, dialect)
-    const [conn, connScope] = yield* Effect.mapError(reserve(manager.sql, restore), (e) => classifyError(dialect, e))
+    const [conn, connScope] = yield* Effect.mapError(reserve(manager.sql, dialect, restore), (e) =>
+      classifyError(dialect, e))
     const root: Root = {
       manager,
       dialect,
@@ -174,9 +182,10 @@ const openRoot = (
     yield* dialect.begin(conn, resolved).pipe(
       Effect.catchAll((error) =>
         // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
-        Effect.flatMap(rollbackRoot(root, resolved), (destroy) => releaseConnection(root, destroy)).pipe(
-          Effect.zipRight(Effect.fail(classifyError(dialect, error)))
-        )
+        Effect.flatMap(rollbackRoot(root, resolved), (destroy) =>
+          releaseConnection(root, destroy)).pipe(
+            Effect.zipRight(Effect.fail(classifyError(dialect, error)))
+          )
       )
     )
     return makeHandle(

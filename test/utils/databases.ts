@@ -2,6 +2,7 @@
  * Client layers for the three databases of the test suite, with this machine's defaults. Each call builds its own
  * pool; the URLs come from `PG_URL` and `MYSQL_URL`.
  */
+import * as Reactivity from "@effect/experimental/Reactivity"
 import { MysqlClient } from "@effect/sql-mysql2"
 import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
@@ -41,3 +42,13 @@ export const sqlite = (_options: PoolOptions = {}): Layer.Layer<SqlClient, unkno
 /** A table name no other test (of this run or a parallel one) uses. */
 export const uniqueTable = (prefix: string): string =>
   `${prefix}_${process.pid}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+
+/** A second, independent client for a test to act from outside the pool under test (scoped). */
+export const pgAdmin = PgClient.make({ url: Redacted.make(pgUrl), maxConnections: 2 }).pipe(
+  Effect.provide(Reactivity.layer)
+)
+
+/** A second, independent client for a test to act from outside the pool under test (scoped). */
+export const mysqlAdmin = MysqlClient.make({ url: Redacted.make(mysqlUrl), maxConnections: 2 }).pipe(
+  Effect.provide(Reactivity.layer)
+)

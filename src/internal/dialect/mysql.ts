@@ -64,6 +64,7 @@ export const beginSql = (options: ResolvedTransactionOptions): string => {
 export const mysql: Dialect = {
   name: "mysql",
   dbSystem: "mysql",
+  interruptibleReserve: false,
   validate: rejectDeferrable("MySQL/MariaDB"),
   begin: (conn, options) => exec(conn, beginSql(options)),
   commit: (conn) => Effect.as(exec(conn, "COMMIT"), "committed" as const),

@@ -59,6 +59,7 @@ export const beginSql = (options: ResolvedTransactionOptions): string => {
 export const pg: Dialect = {
   name: "pg",
   dbSystem: "postgresql",
+  interruptibleReserve: false,
   validate: (options) =>
     options.deferrable && (options.isolation !== "serializable" || !options.readOnly)
       ? new InvalidTransactionOptions({

@@ -21,6 +21,7 @@ export const classify = (cause: unknown): ClassifiedCode | undefined => {
 export const sqlite: Dialect = {
   name: "sqlite",
   dbSystem: "sqlite",
+  interruptibleReserve: true,
   validate: rejectDeferrable("SQLite"),
   begin: (conn, options) =>
     options.readOnly

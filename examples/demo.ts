@@ -1,0 +1,150 @@
+/**
+ * `npm start`: concurrent bank transfers through `Transaction.atomic`, on embedded SQLite by default, or on the
+ * database of `DATABASE_URL` (`postgres://…` or `mysql://…`).
+ *
+ *   npm start -- --duration 5 --workers 8 --accounts 10
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { MysqlClient } from "@effect/sql-mysql2"
+import { PgClient } from "@effect/sql-pg"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Data, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { Transaction, TransactionLayer } from "../src/index.js"
+
+const flag = (name: string, fallback: number): number => {
+  const index = process.argv.indexOf(`--${name}`)
+  const value = index === -1 ? undefined : Number(process.argv[index + 1])
+  if (value === undefined) return fallback
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} needs a positive number`)
+  return value
+}
+
+const duration = Duration.seconds(flag("duration", 5))
+const workers = flag("workers", 8)
+const accounts = flag("accounts", 10)
+const initialBalance = 1_000
+
+const databaseUrl = process.env.DATABASE_URL
+const ClientLive: Layer.Layer<SqlClient.SqlClient, unknown> = databaseUrl?.startsWith("postgres")
+  ? PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: workers })
+  : databaseUrl?.startsWith("mysql")
+  ? MysqlClient.layer({ url: Redacted.make(databaseUrl), maxConnections: workers })
+  : Layer.unwrapScoped(Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-sql-tx-demo-"))),
+      (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+    ),
+    (dir) => SqliteClient.layer({ filename: Path.join(dir, "bank.db") })
+  ))
+
+class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{ readonly account: number }> {}
+
+const suffix = `${process.pid}`
+const accountsTable = `demo_accounts_${suffix}`
+const transfersTable = `demo_transfers_${suffix}`
+
+/** Moves money from one account to another; both updates or none. Accounts are locked in id order. */
+const transfer = (from: number, to: number, amount: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (const id of [from, to].sort((a, b) => a - b)) {
+      yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance + ${
+        id === from ? -amount : amount
+      } WHERE id = ${id}`
+    }
+    const [{ balance }] = yield* sql<{ balance: number }>`
+      SELECT balance FROM ${sql(accountsTable)} WHERE id = ${from}`
+    if (Number(balance) < 0) return yield* new InsufficientFunds({ account: from })
+    yield* sql`INSERT INTO ${sql(transfersTable)} (from_account, to_account, amount) VALUES (${from}, ${to}, ${amount})`
+  }).pipe(Transaction.atomic({ name: "transfer" }))
+
+const program = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const dialect = sql.onDialectOrElse({ pg: () => "PostgreSQL", mysql: () => "MySQL/MariaDB", orElse: () => "SQLite" })
+  yield* Effect.log(
+    `effect-sql-tx demo on ${dialect}: ${workers} workers, ${accounts} accounts, ${Duration.format(duration)}`
+  )
+
+  yield* Effect.acquireRelease(
+    Effect.gen(function*() {
+      yield* sql.unsafe(`CREATE TABLE ${accountsTable} (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)`)
+      yield* sql.unsafe(
+        `CREATE TABLE ${transfersTable} (from_account INTEGER NOT NULL, to_account INTEGER NOT NULL, amount INTEGER NOT NULL)`
+      )
+      yield* sql`INSERT INTO ${sql(accountsTable)} ${
+        sql.insert(Array.from({ length: accounts }, (_, id) => ({ id, balance: initialBalance })))
+      }`.pipe(Transaction.atomic({ name: "setup" }))
+    }),
+    () =>
+      Effect.ignore(
+        Effect.zipRight(sql.unsafe(`DROP TABLE ${accountsTable}`), sql.unsafe(`DROP TABLE ${transfersTable}`))
+      )
+  )
+
+  const stats = { committed: 0, insufficient: 0, failed: new Map<string, number>() }
+  let stopping = false
+  const oneTransfer = Effect.gen(function*() {
+    const from = yield* Random.nextIntBetween(0, accounts)
+    const to = (from + (yield* Random.nextIntBetween(1, accounts))) % accounts
+    const amount = yield* Random.nextIntBetween(1, 400)
+    yield* transfer(from, to, amount).pipe(
+      Effect.tap(() => stats.committed++),
+      Effect.catchAll((error) =>
+        Effect.sync(() => {
+          if (error._tag === "InsufficientFunds") stats.insufficient++
+          else stats.failed.set(error._tag, (stats.failed.get(error._tag) ?? 0) + 1)
+        })
+      )
+    )
+  })
+  // Workers finish the transfer in hand and stop: interrupting them would lose the count of a committed one.
+  // SQLite runs in process without I/O: fibers that never yield would starve the timers (the progress, the end).
+  const worker = Effect.whileLoop({
+    while: () => !stopping,
+    body: () => Effect.zipRight(oneTransfer, Effect.yieldNow()),
+    step: () => undefined
+  })
+
+  const progress = Effect.gen(function*() {
+    yield* Effect.sleep("1 second")
+    yield* Effect.log(
+      `committed ${stats.committed}, rolled back for insufficient funds ${stats.insufficient}, ` +
+        `failed ${[...stats.failed.values()].reduce((a, b) => a + b, 0)}`
+    )
+  }).pipe(Effect.forever)
+
+  const started = Date.now()
+  yield* Effect.forkScoped(progress)
+  const running = yield* Effect.fork(
+    Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
+  )
+  yield* Effect.sleep(duration)
+  stopping = true
+  yield* Fiber.join(running)
+  const seconds = (Date.now() - started) / 1000
+
+  const [{ total }] = yield* sql<{ total: number }>`SELECT SUM(balance) AS total FROM ${sql(accountsTable)}`
+  const [{ logged }] = yield* sql<{ logged: number }>`SELECT COUNT(*) AS logged FROM ${sql(transfersTable)}`
+  const expected = accounts * initialBalance
+  const invariant = Number(total) === expected && Number(logged) === stats.committed
+  yield* Effect.log("summary").pipe(Effect.annotateLogs({
+    committed: stats.committed,
+    "committed/s": Math.round(stats.committed / seconds),
+    "rolled back (insufficient funds)": stats.insufficient,
+    failed: JSON.stringify(Object.fromEntries(stats.failed)),
+    "sum of balances": `${total} (expected ${expected})`,
+    "transfer log rows": `${logged} (expected ${stats.committed})`,
+    invariant: invariant ? "holds" : "BROKEN"
+  }))
+  if (!invariant) return yield* Effect.dieMessage("the balance invariant is broken")
+})
+
+program.pipe(
+  Effect.scoped,
+  Effect.provide(TransactionLayer.pipe(Layer.provideMerge(ClientLive))),
+  NodeRuntime.runMain
+)

@@ -1,0 +1,155 @@
+/**
+ * PostgreSQL-specific behaviour: the modes really in effect, COMMIT answered with ROLLBACK, serialization failures
+ * at COMMIT, deferred constraints, a killed backend.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import { assert, describe, layer } from "@effect/vitest"
+import { Deferred, Effect, Either, Fiber, Layer } from "effect"
+import { Transaction, TransactionLayer } from "../src/index.js"
+import { makeTable, outside } from "./suites/TransactionSuite.js"
+import * as Databases from "./utils/databases.js"
+import { SentStatements, spy } from "./utils/spy.js"
+
+const live = TransactionLayer.pipe(Layer.provideMerge(spy(Databases.pg())))
+
+const setting = (name: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => Effect.map(sql<{ value: string }>`SELECT current_setting(${name}) AS value`, (rows) => rows[0]!.value)
+  )
+
+describe("pg: modes", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.effect("each isolation level is the one in effect", () =>
+      Effect.gen(function*() {
+        for (const isolation of ["read uncommitted", "read committed", "repeatable read", "serializable"] as const) {
+          const value = yield* setting("transaction_isolation").pipe(Transaction.atomic({ isolation }))
+          assert.strictEqual(value, isolation)
+        }
+      }))
+
+    it.effect("read only and deferrable are in effect, folded into one BEGIN", () =>
+      Effect.gen(function*() {
+        const log = yield* SentStatements
+        log.length = 0
+        const [readOnly, deferrable] = yield* Effect.all([
+          setting("transaction_read_only"),
+          setting("transaction_deferrable")
+        ]).pipe(Transaction.atomic({ isolation: "serializable", readOnly: true, deferrable: true }))
+        assert.deepStrictEqual([readOnly, deferrable], ["on", "on"])
+        assert.strictEqual(log[0], "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE")
+        assert.strictEqual(log.at(-1), "COMMIT")
+        assert.strictEqual(log.length, 4)
+      }))
+  })
+})
+
+describe("pg: aborted transactions", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.scoped("a COMMIT the server answers with ROLLBACK fails with TransactionAborted", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("aborted")
+        const error = yield* Effect.gen(function*() {
+          yield* t.insert(1)
+          const failed = yield* Effect.either(sql`SELECT 1 / 0`)
+          assert.isTrue(Either.isLeft(failed))
+          return "looks fine"
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.strictEqual(error._tag, "TransactionAborted")
+        assert.deepStrictEqual(yield* t.ids, [])
+      }))
+
+    it.scoped("a nested block that caught a statement error fails and rolls back to its savepoint", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("aborted_nested")
+        yield* Effect.gen(function*() {
+          yield* t.insert(1)
+          const inner = yield* Effect.gen(function*() {
+            yield* t.insert(2)
+            yield* Effect.either(sql`SELECT 1 / 0`)
+          }).pipe(Transaction.atomic(), Effect.flip)
+          assert.strictEqual(inner._tag, "TransactionAborted")
+          yield* t.insert(3)
+        }).pipe(Transaction.atomic())
+        assert.deepStrictEqual(yield* t.ids, [1, 3])
+      }))
+
+    it.scoped("a deferred constraint failing at COMMIT is a typed error, not a defect", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("deferred")
+        yield* sql.unsafe(`ALTER TABLE ${t.name} ADD CONSTRAINT ${t.name}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED`)
+        const error = yield* Effect.gen(function*() {
+          yield* sql.unsafe(`INSERT INTO ${t.name} (id, v) VALUES (1, 7), (2, 7)`)
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.instanceOf(error, SqlError)
+        assert.strictEqual((error as any).cause.code, "23505")
+        assert.deepStrictEqual(yield* t.ids, [])
+      }))
+  })
+})
+
+describe("pg: serializable", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.scoped("a write skew fails with a typed SerializationFailure raised at COMMIT", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("skew")
+        yield* sql.unsafe(`INSERT INTO ${t.name} (id, v) VALUES (1, 1), (2, 1)`)
+        const bothRead = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        const bothWrote = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        const firstCommitted = yield* Deferred.make<void>()
+        let bodiesDone = 0
+        const doctor = (me: 0 | 1) =>
+          Effect.gen(function*() {
+            yield* sql.unsafe(`SELECT sum(v) AS total FROM ${t.name}`)
+            yield* Deferred.succeed(bothRead[me], undefined)
+            yield* Deferred.await(bothRead[1 - me]!)
+            yield* sql.unsafe(`UPDATE ${t.name} SET v = 0 WHERE id = ${me + 1}`)
+            yield* Deferred.succeed(bothWrote[me], undefined)
+            yield* Deferred.await(bothWrote[1 - me]!)
+            if (me === 1) yield* Deferred.await(firstCommitted)
+            bodiesDone++
+          }).pipe(Transaction.atomic({ isolation: "serializable" }))
+        const second = yield* Effect.fork(Effect.either(doctor(1)))
+        const first = yield* Effect.either(doctor(0))
+        yield* Deferred.succeed(firstCommitted, undefined)
+        const secondResult = yield* Fiber.join(second)
+        assert.isTrue(Either.isRight(first))
+        assert.isTrue(Either.isLeft(secondResult))
+        if (Either.isLeft(secondResult)) {
+          assert.strictEqual(secondResult.left._tag, "SerializationFailure")
+          assert.strictEqual((secondResult.left as any).code, "40001")
+        }
+        // Both bodies ran to their end: the second failed at COMMIT.
+        assert.strictEqual(bodiesDone, 2)
+        const rows = yield* outside(sql.unsafe<{ v: number }>(`SELECT v FROM ${t.name} ORDER BY id`))
+        assert.deepStrictEqual(rows.map((r) => r.v), [0, 1])
+      }))
+  })
+})
+
+describe("pg: a killed backend", () => {
+  layer(TransactionLayer.pipe(Layer.provideMerge(Databases.pg({ maxConnections: 1 }))), {
+    excludeTestServices: true
+  })((it) => {
+    it.scoped("fails with ConnectionLost, and the pool of one serves the next transaction", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const admin = yield* Databases.pgAdmin
+        const t = yield* makeTable("killed")
+        const error = yield* Effect.gen(function*() {
+          const [{ pid }] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+          yield* t.insert(1)
+          yield* admin`SELECT pg_terminate_backend(${pid})`
+          yield* t.insert(2)
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.strictEqual(error._tag, "ConnectionLost")
+        yield* t.insert(3).pipe(Transaction.atomic())
+        assert.deepStrictEqual(yield* t.ids, [3])
+      }))
+  })
+})
