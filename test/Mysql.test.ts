@@ -14,5 +14,6 @@ suite({
     SqlClient.SqlClient,
     (sql) => Effect.map(sql<{ id: number }>`SELECT CONNECTION_ID() AS id`, (rows) => Number(rows[0]!.id))
   ),
-  concurrentConnections: true
+  concurrentConnections: true,
+  leakTransaction: "START TRANSACTION"
 })

@@ -13,5 +13,7 @@ suite({
     SqlClient.SqlClient,
     (sql) => Effect.map(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`, (rows) => rows[0]!.pid)
   ),
-  concurrentConnections: true
+  concurrentConnections: true,
+  leakTransaction: "BEGIN; SELECT 1 / 0",
+  deferredUnique: (table) => `ALTER TABLE ${table} ADD CONSTRAINT ${table}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED`
 })

@@ -14,5 +14,6 @@ suite({
       Effect.orElseSucceed(() => true)
     )),
   connectionId: Effect.succeed(0),
-  concurrentConnections: false
+  concurrentConnections: false,
+  leakTransaction: "BEGIN"
 })

@@ -19,6 +19,10 @@ export interface Target {
   readonly connectionId: Effect.Effect<number, SqlError, SqlClient.SqlClient>
   /** Whether another connection can commit while a transaction is open (not SQLite: one connection). */
   readonly concurrentConnections: boolean
+  /** SQL that leaves a connection inside a transaction, in a state where the next BEGIN fails. */
+  readonly leakTransaction: string
+  /** Makes the table's `v` column unique, checked at COMMIT (where the database has deferred constraints). */
+  readonly deferredUnique?: ((table: string) => string) | undefined
 }
 
 /** Runs an effect outside the current transaction: its statements take a pooled connection. */
@@ -38,7 +42,7 @@ export const makeTable = (prefix: string) =>
       sql.unsafe(`CREATE TABLE ${name} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL DEFAULT 0)`),
       () => Effect.ignore(sql.unsafe(`DROP TABLE IF EXISTS ${name}`))
     )
-    const insert = (id: number) => sql.unsafe(`INSERT INTO ${name} (id) VALUES (${id})`)
+    const insert = (id: number) => sql.unsafe(`INSERT INTO ${name} (id, v) VALUES (${id}, ${id})`)
     const ids = outside(
       Effect.map(sql.unsafe<{ id: number }>(`SELECT id FROM ${name} ORDER BY id`), (rows) => rows.map((r) => r.id))
     )
@@ -513,6 +517,7 @@ export const suite = (target: Target) => {
       it.scoped("is reused cleanly after every kind of exit", () =>
         Effect.gen(function*() {
           const t = yield* makeTable("pool1")
+          let beginFailure: unknown = undefined
           const exits: Array<
             Effect.Effect<unknown, unknown, SqlClient.SqlClient | TransactionManager.TransactionManager>
           > = [
@@ -533,12 +538,34 @@ export const suite = (target: Target) => {
               yield* Deferred.await(started)
               yield* Fiber.interrupt(fiber)
             }),
-            t.insert(7).pipe(Transaction.atomic(), Transaction.atomic())
+            t.insert(7).pipe(Transaction.atomic(), Transaction.atomic()),
+            // A failed BEGIN: a connection leaked into the pool inside a transaction (by code that is not ours).
+            Effect.scoped(Effect.flatMap(SqlClient.SqlClient, (sql) =>
+              Effect.flatMap(sql.reserve, (conn) =>
+                Effect.ignore(conn.executeUnprepared(target.leakTransaction, [], undefined))))).pipe(
+                Effect.zipRight(
+                  t.insert(8).pipe(
+                    Transaction.atomic({ isolation: "serializable" }),
+                    Effect.tapError((error) =>
+                      Effect.sync(() => beginFailure = error)
+                    )
+                  )
+                )
+              )
           ]
+          if (target.deferredUnique !== undefined) {
+            const sql = yield* SqlClient.SqlClient
+            yield* sql.unsafe(target.deferredUnique(t.name))
+            // A failed COMMIT: the deferred unique constraint is checked then.
+            exits.push(
+              sql.unsafe(`INSERT INTO ${t.name} (id, v) VALUES (9, 500), (10, 500)`).pipe(Transaction.atomic())
+            )
+          }
           for (const [i, program] of exits.entries()) {
             yield* Effect.exit(program)
             assert.isFalse(yield* target.inTransaction, `left inside a transaction after exit #${i}`)
           }
+          assert.isDefined(beginFailure, "the BEGIN on a connection leaked inside a transaction should fail")
           assert.deepStrictEqual(yield* t.ids, [1, 7])
         }))
 
