@@ -85,6 +85,12 @@ export interface Dialect {
   readonly classify: (cause: unknown) => ClassifiedCode | undefined
   /** The server's id for the connection (PostgreSQL backend pid, MySQL connection id), read from the driver. */
   readonly connectionId: (conn: Connection) => number | undefined
+  /**
+   * Cancels the statement in flight on the connection, from outside it (PostgreSQL: a protocol CancelRequest on a
+   * new socket; MySQL: `KILL QUERY` from a new connection), without needing a pool slot. Succeeds with whether a
+   * statement was in flight.
+   */
+  readonly cancel: (conn: Connection) => Effect.Effect<boolean>
   /** Makes sure the connection is closed instead of going back to the pool (its state is unknown). */
   readonly destroy: (conn: Connection) => Effect.Effect<void>
 }

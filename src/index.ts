@@ -1,6 +1,7 @@
 /**
  * @since 0.1.0
  */
+import * as RetryPolicy from "./RetryPolicy.js"
 import * as TransactionManager from "./TransactionManager.js"
 
 /**
@@ -16,6 +17,13 @@ export * as Dialect from "./Dialect.js"
  * @since 0.1.0
  */
 export * as IsolationLevel from "./IsolationLevel.js"
+
+/**
+ * Retry policies and `withRetry`.
+ *
+ * @since 0.1.0
+ */
+export * as RetryPolicy from "./RetryPolicy.js"
 
 /**
  * Transactions, nested blocks and savepoints.
@@ -39,9 +47,24 @@ export * as TransactionError from "./TransactionError.js"
 export * as TransactionManager from "./TransactionManager.js"
 
 /**
+ * The metrics.
+ *
+ * @since 0.1.0
+ */
+export * as TransactionMetrics from "./TransactionMetrics.js"
+
+/**
  * The manager with its defaults: `TransactionManager.layer()`. It needs a `SqlClient`.
  *
  * @since 0.1.0
  * @category layers
  */
 export const TransactionLayer = TransactionManager.layer()
+
+/**
+ * Re-runs a whole transaction on retryable errors: `RetryPolicy.withRetry`.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withRetry = RetryPolicy.withRetry

@@ -5,7 +5,9 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -114,7 +116,8 @@ const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
 
 /** Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). */
 const rollbackRoot = (root: Root, options: ResolvedTransactionOptions): Effect.Effect<boolean> =>
-  root.dialect.rollback(root.conn, options).pipe(
+  // An interrupted statement may still run on the server (mysql2 never cancels): stop it, or ROLLBACK waits for it.
+  Effect.zipRight(root.dialect.cancel(root.conn), root.dialect.rollback(root.conn, options)).pipe(
     Effect.as(false),
     Effect.catchAll((error) =>
       Effect.as(
@@ -160,14 +163,21 @@ const info = (
     startedAt: new Date(now)
   }))
 
+/** `begin` has no body of its own to bound: it takes no `timeout`, and the manager's default does not apply. */
+const withoutTimeoutUnless = (
+  bounded: boolean,
+  options: ResolvedTransactionOptions
+): ResolvedTransactionOptions => bounded || options.timeout === undefined ? options : { ...options, timeout: undefined }
+
 const openRoot = (
   manager: TransactionManager,
   options: TransactionOptions | undefined,
+  bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Level, Failure> =>
   Effect.gen(function*() {
     const dialect = manager.dialect
-    const resolved = yield* Options.resolve(manager.defaults, options, dialect)
+    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolve(manager.defaults, options, dialect))
     const [conn, connScope] = yield* Effect.mapError(reserve(manager.sql, dialect, restore), (e) =>
       classifyError(dialect, e))
     const root: Root = {
@@ -200,10 +210,11 @@ const openNested = (
   depth: number,
   parentOptions: ResolvedTransactionOptions,
   options: TransactionOptions | undefined,
+  bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Level, Failure> =>
   Effect.gen(function*() {
-    const resolved = yield* Options.resolveNested(parentOptions, options)
+    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolveNested(parentOptions, options))
     if (parent !== undefined) yield* restore(lockOf(parent).take(1))
     const name = nextSavepointName(root)
     yield* root.dialect.savepoint(root.conn, name).pipe(
@@ -221,6 +232,7 @@ const openNested = (
 /** Opens the outermost transaction, a savepoint in the current one, or a savepoint in a foreign one. */
 const open = (
   options: TransactionOptions | undefined,
+  bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Level, Failure, TransactionManager> =>
   Effect.flatMap(TransactionManager, (manager) =>
@@ -228,7 +240,15 @@ const open = (
       const current = Context.getOption(context, TransactionTag)
       if (Option.isSome(current)) {
         const parent = levelOf(current.value)
-        return openNested(parent, parent.root, parent.handle.depth + 1, parent.handle.options, options, restore)
+        return openNested(
+          parent,
+          parent.root,
+          parent.handle.depth + 1,
+          parent.handle.options,
+          options,
+          bounded,
+          restore
+        )
       }
       const foreign = Context.getOption(context, SqlClient.TransactionConnection)
       if (Option.isSome(foreign)) {
@@ -243,9 +263,9 @@ const open = (
           savepointCounter: 0,
           poisoned: undefined
         }
-        return openNested(undefined, root, depth + 1, Options.foreignParent, options, restore)
+        return openNested(undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
-      return openRoot(manager, options, restore)
+      return openRoot(manager, options, bounded, restore)
     }))
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -299,7 +319,7 @@ const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A
   const { dialect } = root
   const name = level.savepoint!
   const rollbackTo = (result: Exit.Exit<A, E | Failure>) =>
-    dialect.rollbackAndReleaseSavepoint(root.conn, name).pipe(
+    Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, name)).pipe(
       Effect.matchEffect({
         onSuccess: () => result,
         onFailure: (error) => {
@@ -347,17 +367,53 @@ const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
       ) as Context.Context<R>
   )
 
-const bounded = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) => {
-  const { timeout, name } = level.handle.options
-  if (timeout === undefined) return effect
-  return Effect.timeoutFail(effect, {
-    duration: timeout,
-    onTimeout: () =>
-      new TransactionError.TransactionTimeout({
-        name,
-        timeout,
-        elapsed: timeout
-      })
+/** After a statement was cancelled on the server, how long the body gets to return its error before it is interrupted. */
+const cancelGrace = Duration.millis(500)
+
+/**
+ * Stops a running body: first the statement in flight is cancelled on the server (so that the interruption does
+ * not leave it running, nor need a pool slot to cancel it), then the body is interrupted.
+ */
+const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
+  Effect.flatMap(level.root.dialect.cancel(level.root.conn), (cancelled) =>
+    Effect.zipRight(
+      cancelled ? Effect.interruptible(Effect.timeoutOption(Fiber.await(body), cancelGrace)) : Effect.void,
+      Fiber.interrupt(body)
+    ))
+
+/**
+ * Runs the body of a block, bounded by its `timeout` when it has one: a timer fiber stops the body when the time
+ * is up, and the block then fails with `TransactionTimeout`.
+ */
+const runBody = <A, E, R>(
+  level: Level,
+  effect: Effect.Effect<A, E, R>,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
+  const body = restore(provideLevel(level, effect))
+  const { name, timeout } = level.handle.options
+  if (timeout === undefined) return Effect.exit(body)
+  return Effect.gen(function*() {
+    const start = yield* Clock.currentTimeMillis
+    const fiber = yield* Effect.fork(body)
+    let timedOut = false
+    const timer = yield* Effect.fork(
+      Effect.zipRight(
+        Effect.interruptible(Effect.sleep(timeout)),
+        Effect.suspend(() => {
+          if (fiber.unsafePoll() !== null) return Effect.void
+          timedOut = true
+          return stop(level, fiber)
+        })
+      )
+    )
+    const exit = yield* restore(Fiber.await(fiber)).pipe(
+      Effect.onInterrupt(() => Effect.zipRight(Fiber.interrupt(timer), stop(level, fiber)))
+    )
+    yield* Fiber.interrupt(timer)
+    if (!timedOut) return exit
+    const elapsed = Duration.millis((yield* Clock.currentTimeMillis) - start)
+    return Exit.fail(new TransactionError.TransactionTimeout({ name, timeout, elapsed }))
   })
 }
 
@@ -367,48 +423,55 @@ export const atomic = <A, E, R>(
   options: TransactionOptions | undefined
 ): Effect.Effect<A, E | Failure, Exclude<R, Transaction> | TransactionManager> =>
   Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(open(options, restore), (level) =>
-      Effect.flatMap(
-        Effect.exit(restore(provideLevel(level, bounded(level, effect)))),
-        (exit) => close(level, exit)
-      ))
+    Effect.flatMap(
+      open(options, true, restore),
+      (level) => Effect.flatMap(runBody(level, effect, restore), (exit) => close(level, exit))
+    )
   )
 
 /** @internal `Transaction.begin`. */
 export const begin = (
   options: TransactionOptions | undefined
 ): Effect.Effect<Transaction, Failure, Scope.Scope | TransactionManager> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.flatMap(
-      open(options, restore),
-      (level) =>
-        Effect.flatMap(Effect.scope, (scope) =>
-          Scope.addFinalizerExit(scope, (exit) =>
-            // A failed scope already carries its error: only a failure of the COMMIT itself is new.
-            Exit.isFailure(exit) ? Effect.ignore(close(level, exit)) : close(level, exit).pipe(
-              Effect.catchAll((error) =>
-                // A scope finalizer cannot fail: a COMMIT error can only surface as a defect here (`atomic` keeps
-                // it typed).
-                Effect.zipRight(
-                  Effect.logError("effect-sql-tx: the transaction of Transaction.begin did not commit").pipe(
-                    Effect.annotateLogs("error", String(error))
-                  ),
-                  Effect.die(error)
-                )
-              )
-            )).pipe(
-              Effect.zipRight(
-                Effect.locallyScopedWith(FiberRef.currentContext, (context) =>
-                  Context.add(
-                    Context.add(context, TransactionTag, level.handle),
-                    SqlClient.TransactionConnection,
-                    [level.root.conn, level.handle.depth] as const
-                  ))
-              ),
-              Effect.as(level.handle)
-            ))
+  options?.timeout !== undefined
+    ? Effect.fail(
+      new TransactionError.InvalidTransactionOptions({
+        option: "timeout",
+        value: options.timeout,
+        reason: "Transaction.begin has no body to bound: use Transaction.atomic for a timeout"
+      })
     )
-  )
+    : Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        open(options, false, restore),
+        (level) =>
+          Effect.flatMap(Effect.scope, (scope) =>
+            Scope.addFinalizerExit(scope, (exit) =>
+              // A failed scope already carries its error: only a failure of the COMMIT itself is new.
+              Exit.isFailure(exit) ? Effect.ignore(close(level, exit)) : close(level, exit).pipe(
+                Effect.catchAll((error) =>
+                  // A scope finalizer cannot fail: a COMMIT error can only surface as a defect here (`atomic` keeps
+                  // it typed).
+                  Effect.zipRight(
+                    Effect.logError("effect-sql-tx: the transaction of Transaction.begin did not commit").pipe(
+                      Effect.annotateLogs("error", String(error))
+                    ),
+                    Effect.die(error)
+                  )
+                )
+              )).pipe(
+                Effect.zipRight(
+                  Effect.locallyScopedWith(FiberRef.currentContext, (context) =>
+                    Context.add(
+                      Context.add(context, TransactionTag, level.handle),
+                      SqlClient.TransactionConnection,
+                      [level.root.conn, level.handle.depth] as const
+                    ))
+                ),
+                Effect.as(level.handle)
+              ))
+      )
+    )
 
 // ---------------------------------------------------------------------------------------------------------------
 // manual savepoints

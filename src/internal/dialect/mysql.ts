@@ -1,4 +1,5 @@
 import type { Connection } from "@effect/sql/SqlConnection"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { ClassifiedCode, Dialect } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
@@ -8,6 +9,16 @@ import { exec, property, rejectDeferrable, socketErrorCodes, standardSavepoints 
 /** The `mysql2` pool connection behind an `@effect/sql-mysql2` reserved connection. */
 interface MysqlPoolConnection {
   readonly threadId?: number | null
+  readonly config?: unknown
+  /** The command in flight, `null` when idle. */
+  readonly _command?: unknown
+  destroy(): void
+}
+
+/** A standalone `mysql2` connection, made with the pool connection's own class and configuration. */
+interface MysqlControlConnection {
+  query(sql: string, callback: (error: unknown) => void): void
+  on(event: "error", listener: (error: unknown) => void): void
   destroy(): void
 }
 
@@ -52,13 +63,60 @@ export const classify = (cause: unknown): ClassifiedCode | undefined => {
   return undefined
 }
 
-/** @internal `SET TRANSACTION …` (when a level is asked for) and `START TRANSACTION …`, sent in one round trip. */
+/** The session variable that keeps the lock wait timeout to restore after a transaction with `lockTimeout`. */
+const savedLockWait = "@effect_sql_tx_lock_wait_timeout"
+
+/** InnoDB's lock wait timeout has a resolution of one second: a shorter bound is rounded up. */
+const lockWaitSeconds = (duration: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toSeconds(duration)))
+
+/**
+ * @internal
+ * `SET TRANSACTION …` (when a level is asked for) and `START TRANSACTION …`, with the lock wait timeout saved and
+ * set when asked for, sent in one round trip.
+ */
 export const beginSql = (options: ResolvedTransactionOptions): string => {
-  const start = options.readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION"
-  return options.isolation === undefined
-    ? start
-    : `SET TRANSACTION ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}; ${start}`
+  const statements: Array<string> = []
+  if (options.lockTimeout !== undefined) {
+    statements.push(
+      `SET ${savedLockWait} = @@SESSION.innodb_lock_wait_timeout, ` +
+        `SESSION innodb_lock_wait_timeout = ${lockWaitSeconds(options.lockTimeout)}`
+    )
+  }
+  if (options.isolation !== undefined) {
+    statements.push(`SET TRANSACTION ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}`)
+  }
+  statements.push(options.readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
+  return statements.join("; ")
 }
+
+/** COMMIT or ROLLBACK, followed by the restore of the lock wait timeout when `begin` changed it. */
+const endSql = (statement: string, options: ResolvedTransactionOptions): string =>
+  options.lockTimeout === undefined
+    ? statement
+    : `${statement}; SET SESSION innodb_lock_wait_timeout = ${savedLockWait}`
+
+/**
+ * `KILL QUERY` for the connection's running statement, from a new connection outside the pool (with the pool's
+ * configuration): a saturated pool could not give one, and mysql2 itself never cancels a statement.
+ */
+const cancel = (conn: Connection): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const victim = poolConnection(conn)
+    if (victim === undefined || victim.threadId == null || victim._command == null) {
+      return resume(Effect.succeed(false))
+    }
+    // PoolConnection extends Connection, whose constructor takes `{ config }`.
+    const Connection = Object.getPrototypeOf(Object.getPrototypeOf(victim)).constructor as new(
+      options: { readonly config: unknown }
+    ) => MysqlControlConnection
+    const control = new Connection({ config: victim.config })
+    control.on("error", () => undefined)
+    control.query(`KILL QUERY ${Number(victim.threadId)}`, () => {
+      control.destroy()
+      resume(Effect.succeed(true))
+    })
+    return Effect.sync(() => control.destroy())
+  }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
 
 /** @internal */
 export const mysql: Dialect = {
@@ -67,12 +125,13 @@ export const mysql: Dialect = {
   interruptibleReserve: false,
   validate: rejectDeferrable("MySQL/MariaDB"),
   begin: (conn, options) => exec(conn, beginSql(options)),
-  commit: (conn) => Effect.as(exec(conn, "COMMIT"), "committed" as const),
-  rollback: (conn) => exec(conn, "ROLLBACK"),
+  commit: (conn, options) => Effect.as(exec(conn, endSql("COMMIT", options)), "committed" as const),
+  rollback: (conn, options) => exec(conn, endSql("ROLLBACK", options)),
   ...standardSavepoints,
   rollbackAndReleaseSavepoint: (conn, name) => exec(conn, `ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}`),
   classify,
   connectionId: (conn) => poolConnection(conn)?.threadId ?? undefined,
+  cancel,
   destroy: (conn) =>
     Effect.sync(() => {
       // `destroy()` removes the connection from the pool; the release that follows is then a no-op.

@@ -1,4 +1,5 @@
 import type { Connection } from "@effect/sql/SqlConnection"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { ClassifiedCode, Dialect } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
@@ -9,7 +10,21 @@ import { exec, property, socketErrorCodes, standardSavepoints } from "./common.j
 /** The `pg` client behind an `@effect/sql-pg` reserved connection (a public field of its connection class). */
 interface PgPoolClient {
   readonly processID?: number | null
+  readonly secretKey?: number | null
+  readonly host?: string
+  readonly port?: number
+  readonly connectionParameters?: unknown
+  readonly _getActiveQuery?: () => unknown
   end(): Promise<void>
+}
+
+/** The protocol-level connection of a `pg` client, enough to send a CancelRequest. */
+interface PgWire {
+  connect(port: number | string, host?: string): void
+  cancel(processID: number, secretKey: number): void
+  on(event: "end" | "error", listener: () => void): void
+  once(event: "connect", listener: () => void): void
+  end(): void
 }
 
 const pgClient = (conn: Connection): PgPoolClient | undefined => property(conn, "pg") as PgPoolClient | undefined
@@ -18,9 +33,9 @@ const sqlStates: Record<string, ClassifiedCode["tag"]> = {
   "40P01": "DeadlockDetected",
   "40001": "SerializationFailure",
   "55P03": "LockTimeout",
-  "57014": "StatementTimeout",
   "25006": "ReadOnlyViolation",
   "25P02": "TransactionAborted",
+  "25P03": "ConnectionLost", // idle_in_transaction_session_timeout: the server closed the session
   "57P01": "ConnectionLost", // admin_shutdown: pg_terminate_backend
   "57P02": "ConnectionLost", // crash_shutdown
   "57P03": "ConnectionLost" // cannot_connect_now
@@ -32,28 +47,68 @@ const connectionMessages = /Connection terminated|not queryable|connection error
 /** @internal */
 export const classify = (cause: unknown): ClassifiedCode | undefined => {
   const code = property(cause, "code")
+  const message = property(cause, "message")
   if (typeof code === "string") {
     const tag = sqlStates[code]
     if (tag !== undefined) return { tag, code }
+    // 57014 is any cancelled statement: only `statement_timeout` is a StatementTimeout. A cancel "due to user
+    // request" (ours, on a transaction timeout, or an operator's) is not classified here.
+    if (code === "57014" && typeof message === "string" && /statement timeout/i.test(message)) {
+      return { tag: "StatementTimeout", code }
+    }
     if (code.startsWith("08")) return { tag: "ConnectionLost", code }
     if (socketErrorCodes.has(code)) return { tag: "ConnectionLost", code }
     return undefined
   }
-  const message = property(cause, "message")
   if (typeof message === "string" && connectionMessages.test(message)) {
     return { tag: "ConnectionLost", code: undefined }
   }
   return undefined
 }
 
-/** @internal The BEGIN statement for the options, all modes folded into it. */
+const millis = (duration: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toMillis(duration)))
+
+/** @internal The BEGIN statement for the options, all modes folded into it, and the local settings after it. */
 export const beginSql = (options: ResolvedTransactionOptions): string => {
   const modes: Array<string> = []
   if (options.isolation !== undefined) modes.push(`ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}`)
   if (options.readOnly) modes.push("READ ONLY")
   if (options.deferrable) modes.push("DEFERRABLE")
-  return modes.length === 0 ? "BEGIN" : `BEGIN ${modes.join(", ")}`
+  const begin = modes.length === 0 ? "BEGIN" : `BEGIN ${modes.join(", ")}`
+  // SET LOCAL ends with the transaction, whichever way it ends: nothing to restore.
+  return options.lockTimeout === undefined ? begin : `${begin}; SET LOCAL lock_timeout = ${millis(options.lockTimeout)}`
 }
+
+/**
+ * Sends a CancelRequest for the client's running statement over a new socket, as `pg`'s own `Client.cancel`
+ * does, but without needing a pool slot (a pool whose connections are all busy cannot run `pg_cancel_backend`).
+ * Completes when the server has closed the cancel socket, that is when it has taken the request.
+ */
+const cancel = (conn: Connection): Effect.Effect<boolean> =>
+  Effect.async<boolean>((resume) => {
+    const client = pgClient(conn)
+    if (
+      client === undefined || client.processID == null || client.secretKey == null ||
+      client._getActiveQuery?.() == null
+    ) {
+      return resume(Effect.succeed(false))
+    }
+    const Client = (client as object).constructor as new(config: unknown) => { readonly connection: PgWire }
+    const wire = new Client(client.connectionParameters).connection
+    let done = false
+    const finish = () => {
+      if (done) return
+      done = true
+      resume(Effect.succeed(true))
+    }
+    wire.on("end", finish)
+    wire.on("error", finish)
+    if (client.host?.startsWith("/")) wire.connect(`${client.host}/.s.PGSQL.${client.port}`)
+    else wire.connect(client.port ?? 5432, client.host)
+    const { processID, secretKey } = client
+    wire.once("connect", () => wire.cancel(processID, secretKey))
+    return Effect.sync(() => wire.end())
+  }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
 
 /** @internal */
 export const pg: Dialect = {
@@ -80,6 +135,7 @@ export const pg: Dialect = {
   rollbackAndReleaseSavepoint: (conn, name) => exec(conn, `ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}`),
   classify,
   connectionId: (conn) => pgClient(conn)?.processID ?? undefined,
+  cancel,
   destroy: (conn) =>
     Effect.sync(() => {
       // `end()` marks the client as ending, so that pg-pool removes it instead of reusing it when it is released.

@@ -1,5 +1,9 @@
+import type { Connection } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { ClassifiedCode, Dialect } from "../../Dialect.js"
+import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { exec, property, rejectDeferrable, standardSavepoints } from "./common.js"
 
 /** @internal better-sqlite3 result code names (`SQLITE_BUSY_SNAPSHOT` is a `SQLITE_BUSY`). */
@@ -10,6 +14,30 @@ export const classify = (cause: unknown): ClassifiedCode | undefined => {
   if (code.startsWith("SQLITE_READONLY")) return { tag: "ReadOnlyViolation", code }
   return undefined
 }
+
+/** The busy timeout to restore after a transaction with `lockTimeout`, per connection. */
+const savedBusyTimeout = new WeakMap<Connection, number>()
+
+/** `lockTimeout` is SQLite's busy timeout: how long a statement waits for another connection's lock. */
+const setBusyTimeout = (conn: Connection, lockTimeout: Duration.Duration): Effect.Effect<void, SqlError> =>
+  Effect.flatMap(conn.executeUnprepared("PRAGMA busy_timeout", [], undefined), (rows) => {
+    savedBusyTimeout.set(conn, Number(property(rows[0], "timeout") ?? 0))
+    return exec(conn, `PRAGMA busy_timeout = ${Math.max(1, Math.ceil(Duration.toMillis(lockTimeout)))}`)
+  })
+
+const restoreBusyTimeout = (conn: Connection): Effect.Effect<void, SqlError> =>
+  Effect.suspend(() => {
+    const saved = savedBusyTimeout.get(conn)
+    savedBusyTimeout.delete(conn)
+    return saved === undefined ? Effect.void : exec(conn, `PRAGMA busy_timeout = ${saved}`)
+  })
+
+/** Restores the session state that `begin` changed, whatever happened to the statement before. */
+const reset = (conn: Connection, options: ResolvedTransactionOptions): Effect.Effect<void> =>
+  Effect.ignore(Effect.zipRight(
+    options.readOnly ? exec(conn, "PRAGMA query_only = OFF") : Effect.void,
+    options.lockTimeout === undefined ? Effect.void : restoreBusyTimeout(conn)
+  ))
 
 /**
  * @internal
@@ -24,25 +52,23 @@ export const sqlite: Dialect = {
   interruptibleReserve: true,
   validate: rejectDeferrable("SQLite"),
   begin: (conn, options) =>
-    options.readOnly
-      ? Effect.zipRight(exec(conn, "BEGIN"), exec(conn, "PRAGMA query_only = ON"))
-      : exec(conn, "BEGIN IMMEDIATE"),
-  commit: (conn, options) =>
-    Effect.as(
+    Effect.zipRight(
+      options.lockTimeout === undefined ? Effect.void : setBusyTimeout(conn, options.lockTimeout),
       options.readOnly
-        ? Effect.zipRight(exec(conn, "COMMIT"), exec(conn, "PRAGMA query_only = OFF"))
-        : exec(conn, "COMMIT"),
-      "committed" as const
+        ? Effect.zipRight(exec(conn, "BEGIN"), exec(conn, "PRAGMA query_only = ON"))
+        : exec(conn, "BEGIN IMMEDIATE")
     ),
-  rollback: (conn, options) =>
-    options.readOnly
-      ? Effect.ensuring(exec(conn, "ROLLBACK"), Effect.ignore(exec(conn, "PRAGMA query_only = OFF")))
-      : exec(conn, "ROLLBACK"),
+  // A refused COMMIT leaves the transaction open (the lifecycle rolls back next): reset only after a success.
+  commit: (conn, options) =>
+    Effect.as(Effect.zipLeft(exec(conn, "COMMIT"), reset(conn, options)), "committed" as const),
+  rollback: (conn, options) => Effect.ensuring(exec(conn, "ROLLBACK"), reset(conn, options)),
   ...standardSavepoints,
   rollbackAndReleaseSavepoint: (conn, name) =>
     Effect.zipRight(exec(conn, `ROLLBACK TO SAVEPOINT ${name}`), exec(conn, `RELEASE SAVEPOINT ${name}`)),
   classify,
   connectionId: () => undefined,
+  // Statements run synchronously in process: by the time another fiber runs, none is in flight.
+  cancel: () => Effect.succeed(false),
   // One connection per client: it cannot be replaced. A failed ROLLBACK leaves the next BEGIN to fail loudly.
   destroy: () => Effect.void
 }
