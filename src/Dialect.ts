@@ -91,6 +91,8 @@ export interface Dialect {
    * statement was in flight.
    */
   readonly cancel: (conn: Connection) => Effect.Effect<boolean>
+  /** Whether `cancel` can stop a running statement (SQLite runs statements synchronously: nothing to cancel). */
+  readonly cancellable: boolean
   /** Makes sure the connection is closed instead of going back to the pool (its state is unknown). */
   readonly destroy: (conn: Connection) => Effect.Effect<void>
 }

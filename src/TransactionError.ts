@@ -135,6 +135,22 @@ export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown
 }
 
 /**
+ * No connection could be had from the pool within the manager's `acquireTimeout`. Nothing was sent.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectionUnavailable extends Data.TaggedError("ConnectionUnavailable")<{
+  readonly dialect: DialectName
+  /** The bound that expired. */
+  readonly acquireTimeout: Duration.Duration
+}> {
+  override get message(): string {
+    return `No connection from the ${this.dialect} pool within ${Duration.format(this.acquireTimeout)}`
+  }
+}
+
+/**
  * The transaction's `timeout` expired: the work was stopped and the transaction (or the savepoint) rolled back.
  *
  * @since 0.1.0
@@ -251,6 +267,7 @@ export type DatabaseError =
 export type TransactionError =
   | DatabaseError
   | CommitOutcomeUnknown
+  | ConnectionUnavailable
   | TransactionTimeout
   | SavepointError
   | TransactionOptionsConflict
@@ -277,6 +294,7 @@ const constructors: { readonly [K in DatabaseErrorTag]: new(fields: DatabaseErro
 const tags: ReadonlySet<string> = new Set<TransactionError["_tag"]>([
   ...Object.keys(constructors) as Array<DatabaseErrorTag>,
   "CommitOutcomeUnknown",
+  "ConnectionUnavailable",
   "TransactionTimeout",
   "SavepointError",
   "TransactionOptionsConflict",

@@ -8,6 +8,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Dialect from "./Dialect.js"
@@ -27,6 +28,13 @@ export interface TransactionManagerConfig {
    * `readOnly`, `deferrable`, `timeout`, `lockTimeout`). Nested blocks inherit from their parent instead.
    */
   readonly defaults?: TransactionOptions | undefined
+  /**
+   * A bound on the wait for a pool connection; past it, the transaction fails with `ConnectionUnavailable`, and
+   * the wait can be interrupted at any time. Without it the wait is bounded by the pool's own acquire timeout
+   * (`PgClient`'s `connectTimeout`; mysql2 has none) and an interruption takes effect when the connection arrives.
+   * It costs a fiber per transaction.
+   */
+  readonly acquireTimeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -40,6 +48,8 @@ export interface TransactionManager {
   readonly dialect: Dialect.Dialect
   /** The validated default options. */
   readonly defaults: TransactionOptions
+  /** The bound on the wait for a pool connection, if any. */
+  readonly acquireTimeout: Duration.Duration | undefined
   /** A new transaction id, unique within this manager. */
   readonly nextId: () => string
 }
@@ -66,11 +76,13 @@ export const make = (
     const sql = yield* SqlClient.SqlClient
     const dialect = yield* Dialect.fromClient(sql)
     const defaults = yield* Options.validate(config.defaults ?? {})
+    const acquireTimeout = yield* Options.positiveDuration("acquireTimeout", config.acquireTimeout)
     let counter = 0
     return TransactionManager.of({
       sql,
       dialect,
       defaults,
+      acquireTimeout,
       nextId: () => String(++counter)
     })
   })

@@ -28,7 +28,8 @@ const namePattern = /^[\p{L}\p{N}_.:/ -]{1,100}$/u
 const invalid = (option: string, value: unknown, reason: string) =>
   Either.left(new InvalidTransactionOptions({ option, value, reason }))
 
-const positiveDuration = (
+/** @internal */
+export const positiveDuration = (
   option: string,
   input: Duration.DurationInput | undefined
 ): Either.Either<Duration.Duration | undefined, InvalidTransactionOptions> => {

@@ -17,11 +17,19 @@ export const mysqlUrl = process.env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/te
 
 export interface PoolOptions {
   readonly maxConnections?: number | undefined
+  /** PostgreSQL only: the session's deadlock_timeout (a superuser setting, passed at connection start-up). */
+  readonly deadlockTimeout?: string | undefined
 }
 
 export const pg = (options: PoolOptions = {}): Layer.Layer<SqlClient, unknown> =>
   PgClient.layer({
-    url: Redacted.make(pgUrl),
+    url: Redacted.make(
+      options.deadlockTimeout === undefined
+        ? pgUrl
+        : `${pgUrl}${pgUrl.includes("?") ? "&" : "?"}options=${
+          encodeURIComponent(`-c deadlock_timeout=${options.deadlockTimeout}`)
+        }`
+    ),
     maxConnections: options.maxConnections ?? 8,
     connectTimeout: "5 seconds"
   })

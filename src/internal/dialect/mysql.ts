@@ -132,6 +132,7 @@ export const mysql: Dialect = {
   classify,
   connectionId: (conn) => poolConnection(conn)?.threadId ?? undefined,
   cancel,
+  cancellable: true,
   destroy: (conn) =>
     Effect.sync(() => {
       // `destroy()` removes the connection from the pool; the release that follows is then a no-op.

@@ -136,6 +136,7 @@ export const pg: Dialect = {
   classify,
   connectionId: (conn) => pgClient(conn)?.processID ?? undefined,
   cancel,
+  cancellable: true,
   destroy: (conn) =>
     Effect.sync(() => {
       // `end()` marks the client as ending, so that pg-pool removes it instead of reusing it when it is released.

@@ -69,6 +69,7 @@ export const sqlite: Dialect = {
   connectionId: () => undefined,
   // Statements run synchronously in process: by the time another fiber runs, none is in flight.
   cancel: () => Effect.succeed(false),
+  cancellable: false,
   // One connection per client: it cannot be replaced. A failed ROLLBACK leaves the next BEGIN to fail loudly.
   destroy: () => Effect.void
 }
