@@ -193,56 +193,62 @@ export const suite = (target: ContentionTarget) => {
       excludeTestServices: true,
       timeout: "600 seconds"
     })((it) => {
-      it.scoped(`16 workers × ${target.transfersPerWorker} transfers in random order all commit through withRetry`, () =>
-        Effect.gen(function*() {
-          const sql = yield* SqlClient.SqlClient
-          const accounts = yield* makeTable("bank")
-          const log = yield* makeTable("bank_log")
-          yield* sql.unsafe(
-            `INSERT INTO ${accounts.name} (id, v) VALUES ${
-              Array.from({ length: 10 }, (_, i) => `(${i}, 1000)`).join(", ")
-            }`
-          )
-          const seen = new Map<string, number>()
-          let nextLogId = 0
-          const transfer = Effect.gen(function*() {
-            const from = yield* Random.nextIntBetween(0, 10)
-            const to = (from + (yield* Random.nextIntBetween(1, 10))) % 10
-            const amount = yield* Random.nextIntBetween(1, 50)
-            const logId = ++nextLogId
-            return yield* Effect.gen(function*() {
-              // Random order: no lock ordering, so deadlocks happen.
-              yield* sql`UPDATE ${sql(accounts.name)} SET v = v - ${amount} WHERE id = ${from}`
-              yield* sql`UPDATE ${sql(accounts.name)} SET v = v + ${amount} WHERE id = ${to}`
-              yield* sql`INSERT INTO ${sql(log.name)} (id, v) VALUES (${logId}, ${amount})`
-            }).pipe(
-              Transaction.atomic({ name: "transfer" }),
-              Effect.tapError((e) => Effect.sync(() => seen.set(e._tag, (seen.get(e._tag) ?? 0) + 1))),
-              withRetry(RetryPolicy.exponential({ base: "2 millis", times: 200, maxDelay: "100 millis" }))
+      it.scoped(
+        `16 workers × ${target.transfersPerWorker} transfers in random order all commit through withRetry`,
+        () =>
+          Effect.gen(function*() {
+            const sql = yield* SqlClient.SqlClient
+            const accounts = yield* makeTable("bank")
+            const log = yield* makeTable("bank_log")
+            yield* sql.unsafe(
+              `INSERT INTO ${accounts.name} (id, v) VALUES ${
+                Array.from({ length: 10 }, (_, i) => `(${i}, 1000)`).join(", ")
+              }`
             )
-          })
-          const start = Date.now()
-          yield* Effect.forEach(
-            Array.from({ length: 16 }),
-            () => Effect.repeatN(transfer, target.transfersPerWorker - 1),
-            { concurrency: "unbounded", discard: true }
-          )
-          const seconds = elapsedSince(start) / 1000
-          const total = 16 * target.transfersPerWorker
-          const [{ sum }] = yield* sql.unsafe<{ sum: number }>(`SELECT SUM(v) AS sum FROM ${accounts.name}`)
-          const [{ n }] = yield* sql.unsafe<{ n: number }>(`SELECT COUNT(*) AS n FROM ${log.name}`)
-          const retries = [...seen.values()].reduce((a, b) => a + b, 0)
-          yield* Effect.log(
-            `${target.name} bank: ${total} transfers in ${seconds.toFixed(1)} s (${Math.round(total / seconds)}/s), ` +
-              `errors retried ${JSON.stringify(Object.fromEntries(seen))}, ${(retries / total).toFixed(3)} per commit`
-          )
-          assert.strictEqual(Number(sum), 10_000)
-          assert.strictEqual(Number(n), total)
-          assert.isTrue(seen.has("DeadlockDetected"), "the workload should provoke deadlocks")
-          for (const tag of seen.keys()) {
-            assert.include(["DeadlockDetected", "LockTimeout", "SerializationFailure"], tag)
-          }
-        }))
+            const seen = new Map<string, number>()
+            let nextLogId = 0
+            const transfer = Effect.gen(function*() {
+              const from = yield* Random.nextIntBetween(0, 10)
+              const to = (from + (yield* Random.nextIntBetween(1, 10))) % 10
+              const amount = yield* Random.nextIntBetween(1, 50)
+              const logId = ++nextLogId
+              return yield* Effect.gen(function*() {
+                // Random order: no lock ordering, so deadlocks happen.
+                yield* sql`UPDATE ${sql(accounts.name)} SET v = v - ${amount} WHERE id = ${from}`
+                yield* sql`UPDATE ${sql(accounts.name)} SET v = v + ${amount} WHERE id = ${to}`
+                yield* sql`INSERT INTO ${sql(log.name)} (id, v) VALUES (${logId}, ${amount})`
+              }).pipe(
+                Transaction.atomic({ name: "transfer" }),
+                Effect.tapError((e) => Effect.sync(() => seen.set(e._tag, (seen.get(e._tag) ?? 0) + 1))),
+                withRetry(RetryPolicy.exponential({ base: "2 millis", times: 200, maxDelay: "100 millis" }))
+              )
+            })
+            const start = Date.now()
+            yield* Effect.forEach(
+              Array.from({ length: 16 }),
+              () => Effect.repeatN(transfer, target.transfersPerWorker - 1),
+              { concurrency: "unbounded", discard: true }
+            )
+            const seconds = elapsedSince(start) / 1000
+            const total = 16 * target.transfersPerWorker
+            const [{ sum }] = yield* sql.unsafe<{ sum: number }>(`SELECT SUM(v) AS sum FROM ${accounts.name}`)
+            const [{ n }] = yield* sql.unsafe<{ n: number }>(`SELECT COUNT(*) AS n FROM ${log.name}`)
+            const retries = [...seen.values()].reduce((a, b) => a + b, 0)
+            yield* Effect.log(
+              `${target.name} bank: ${total} transfers in ${seconds.toFixed(1)} s (${
+                Math.round(total / seconds)
+              }/s), ` +
+                `errors retried ${JSON.stringify(Object.fromEntries(seen))}, ${(retries / total).toFixed(3)} per commit`
+            )
+            assert.strictEqual(Number(sum), 10_000)
+            assert.strictEqual(Number(n), total)
+            assert.isTrue(seen.has("DeadlockDetected"), "the workload should provoke deadlocks")
+            for (const tag of seen.keys()) {
+              assert.include(["DeadlockDetected", "LockTimeout", "SerializationFailure"], tag)
+            }
+          }),
+        600_000
+      )
     })
   })
 }
