@@ -4,9 +4,9 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Deferred, Effect, Fiber, Layer } from "effect"
 import { Transaction, TransactionLayer } from "../src/index.js"
-import { makeTable } from "./suites/TransactionSuite.js"
+import { makeTable, outside } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 import { SentStatements, spy } from "./utils/spy.js"
 
@@ -59,12 +59,77 @@ describe("mysql: a killed connection", () => {
         const error = yield* Effect.gen(function*() {
           const [{ id }] = yield* sql<{ id: number }>`SELECT CONNECTION_ID() AS id`
           yield* t.insert(1)
-          yield* admin.unsafe(`KILL ${Number(id)}`)
+          yield* outside(admin.unsafe(`KILL ${Number(id)}`)) // outside: the connection tag is one for every client
           yield* t.insert(2)
         }).pipe(Transaction.atomic(), Effect.flip)
         assert.strictEqual(error._tag, "ConnectionLost")
         yield* t.insert(3).pipe(Transaction.atomic())
         assert.deepStrictEqual(yield* t.ids, [3])
+      }))
+  })
+})
+
+describe("mysql: classification and limits", () => {
+  layer(TransactionLayer.pipe(Layer.provideMerge(spy(Databases.mysql({ maxConnections: 1 })))), {
+    excludeTestServices: true
+  })((it) => {
+    const lockWait = Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        Effect.map(sql<{ s: number }>`SELECT @@SESSION.innodb_lock_wait_timeout AS s`, (rows) => Number(rows[0]!.s))
+    )
+
+    it.effect("MariaDB's max_statement_time is a StatementTimeout (1969)", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const error = yield* sql`SET STATEMENT max_statement_time = 0.05 FOR SELECT SLEEP(2)`.pipe(
+          Transaction.atomic(),
+          Effect.flip
+        )
+        assert.strictEqual(error._tag, "StatementTimeout")
+        assert.strictEqual((error as any).code, "1969")
+      }))
+
+    it.scoped("lockTimeout sets innodb_lock_wait_timeout for the transaction and restores it after", () =>
+      Effect.gen(function*() {
+        const log = yield* SentStatements
+        const before = yield* lockWait
+        log.length = 0
+        // InnoDB counts whole seconds: 1.5 s becomes 2 s.
+        assert.strictEqual(yield* lockWait.pipe(Transaction.atomic({ lockTimeout: "1500 millis" })), 2)
+        assert.strictEqual(yield* lockWait, before)
+        yield* Effect.flip(Transaction.atomic(Effect.fail("rolled back"), { lockTimeout: "3 seconds" }))
+        assert.strictEqual(yield* lockWait, before)
+        const changes = log.filter((s) => s.includes("innodb_lock_wait_timeout") && !s.startsWith("SELECT"))
+        assert.strictEqual(changes.length, 4)
+        assert.match(log[0]!, /^SET @effect_sql_tx_lock_wait_timeout = .*; START TRANSACTION$/)
+      }))
+  })
+})
+
+describe("mysql: NOWAIT", () => {
+  layer(TransactionLayer.pipe(Layer.provideMerge(Databases.mysql())), { excludeTestServices: true })((it) => {
+    it.scoped("a locked row read with NOWAIT is a LockTimeout", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("nowait")
+        yield* t.insert(1)
+        const holding = yield* Deferred.make<void>()
+        const done = yield* Deferred.make<void>()
+        const holder = yield* sql.unsafe(`SELECT * FROM ${t.name} WHERE id = 1 FOR UPDATE`).pipe(
+          Effect.zipRight(Deferred.succeed(holding, undefined)),
+          Effect.zipRight(Deferred.await(done)),
+          Transaction.atomic(),
+          Effect.fork
+        )
+        yield* Deferred.await(holding)
+        const error = yield* sql.unsafe(`SELECT * FROM ${t.name} WHERE id = 1 FOR UPDATE NOWAIT`).pipe(
+          Transaction.atomic(),
+          Effect.flip
+        )
+        yield* Deferred.succeed(done, undefined)
+        yield* Fiber.join(holder)
+        assert.strictEqual(error._tag, "LockTimeout")
       }))
   })
 })

@@ -6,7 +6,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber, Layer } from "effect"
-import { Transaction, TransactionLayer } from "../src/index.js"
+import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
 import { makeTable, outside } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 import { SentStatements, spy } from "./utils/spy.js"
@@ -144,12 +144,120 @@ describe("pg: a killed backend", () => {
         const error = yield* Effect.gen(function*() {
           const [{ pid }] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
           yield* t.insert(1)
-          yield* admin`SELECT pg_terminate_backend(${pid})`
+          yield* outside(admin`SELECT pg_terminate_backend(${pid})`) // outside: the connection tag is one for every client
           yield* t.insert(2)
         }).pipe(Transaction.atomic(), Effect.flip)
         assert.strictEqual(error._tag, "ConnectionLost")
         yield* t.insert(3).pipe(Transaction.atomic())
         assert.deepStrictEqual(yield* t.ids, [3])
+      }))
+  })
+})
+
+describe("pg: classification and limits", () => {
+  layer(TransactionLayer.pipe(Layer.provideMerge(spy(Databases.pg({ maxConnections: 1 })))), {
+    excludeTestServices: true
+  })((it) => {
+    it.effect("statement_timeout cancelling a statement is a StatementTimeout (57014)", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const error = yield* Effect.zipRight(sql`SET LOCAL statement_timeout = 50`, sql`SELECT pg_sleep(2)`).pipe(
+          Transaction.atomic(),
+          Effect.flip
+        )
+        assert.strictEqual(error._tag, "StatementTimeout")
+        assert.strictEqual((error as any).code, "57014")
+      }))
+
+    it.effect("lockTimeout is SET LOCAL, folded into the BEGIN round trip, and gone after the transaction", () =>
+      Effect.gen(function*() {
+        const log = yield* SentStatements
+        log.length = 0
+        const inside = yield* setting("lock_timeout").pipe(Transaction.atomic({ lockTimeout: "1500 millis" }))
+        assert.strictEqual(inside, "1500ms")
+        assert.strictEqual(log[0], "BEGIN; SET LOCAL lock_timeout = 1500")
+        assert.strictEqual(yield* setting("lock_timeout"), "0")
+      }))
+
+    it.effect("a session closed by idle_in_transaction_session_timeout is ConnectionLost; the pool recovers", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const error = yield* Effect.gen(function*() {
+          yield* sql`SET LOCAL idle_in_transaction_session_timeout = 50`
+          yield* Effect.sleep("300 millis")
+          yield* sql`SELECT 1`
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.strictEqual(error._tag, "ConnectionLost")
+        assert.strictEqual(
+          yield* Effect.map(sql`SELECT 1 AS one`, (rows) => rows[0]!.one).pipe(Transaction.atomic()),
+          1
+        )
+      }))
+  })
+})
+
+describe("pg: retrying", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.scoped("a write skew is retried to success: the retry reads again and decides again", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("skew_retry")
+        yield* sql.unsafe(`INSERT INTO ${t.name} (id, v) VALUES (1, 1), (2, 1)`)
+        const bothRead = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        let attempts = 0
+        // Go off call only if someone else stays on call.
+        const offCall = (me: 0 | 1) =>
+          Effect.gen(function*() {
+            attempts++
+            const [{ total }] = yield* sql.unsafe<{ total: number }>(`SELECT sum(v)::int AS total FROM ${t.name}`)
+            yield* Deferred.succeed(bothRead[me], undefined)
+            yield* Deferred.await(bothRead[1 - me]!)
+            if (total >= 2) yield* sql.unsafe(`UPDATE ${t.name} SET v = 0 WHERE id = ${me + 1}`)
+          }).pipe(Transaction.atomic({ isolation: "serializable" }), withRetry())
+        yield* Effect.all([offCall(0), offCall(1)], { concurrency: 2 })
+        const rows = yield* sql.unsafe<{ v: number }>(`SELECT v FROM ${t.name} ORDER BY id`)
+        assert.strictEqual(rows.reduce((sum, r) => sum + r.v, 0), 1)
+        assert.strictEqual(attempts, 3)
+      }))
+
+    it.scoped("a connection lost during COMMIT is CommitOutcomeUnknown, retried only by an idempotent policy", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const admin = yield* Databases.pgAdmin
+        const t = yield* makeTable("commit_unknown")
+        // A deferred constraint trigger runs during COMMIT: this one sleeps there.
+        yield* Effect.acquireRelease(
+          sql.unsafe(`
+            CREATE FUNCTION ${t.name}_slow() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER ${t.name}_slow AFTER INSERT ON ${t.name}
+              DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${t.name}_slow();`),
+          () => Effect.ignore(sql.unsafe(`DROP TABLE ${t.name}; DROP FUNCTION ${t.name}_slow()`))
+        )
+        const run = (policy: RetryPolicy.RetryPolicy, id: number) =>
+          Effect.gen(function*() {
+            let attempts = 0
+            const result = yield* Effect.gen(function*() {
+              attempts++
+              const [{ pid }] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+              yield* t.insert(id)
+              if (attempts === 1) {
+                // Terminate the backend while its COMMIT sleeps in the trigger (from outside the transaction: the
+                // connection tag of @effect/sql is one for every client).
+                yield* Effect.forkDaemon(
+                  outside(Effect.zipRight(Effect.sleep("300 millis"), admin`SELECT pg_terminate_backend(${pid})`))
+                )
+              }
+            }).pipe(Transaction.atomic(), withRetry(policy), Effect.either)
+            return { result, attempts }
+          })
+        const once = yield* run(RetryPolicy.default, 1)
+        assert.isTrue(Either.isLeft(once.result) && once.result.left._tag === "CommitOutcomeUnknown")
+        assert.strictEqual(once.attempts, 1)
+        const retried = yield* run(RetryPolicy.exponential({ idempotent: true }), 2)
+        assert.isTrue(Either.isRight(retried.result))
+        assert.strictEqual(retried.attempts, 2)
+        assert.deepStrictEqual(yield* t.ids, [2])
       }))
   })
 })

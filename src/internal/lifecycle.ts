@@ -129,13 +129,16 @@ const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
     ? Effect.void
     : Effect.zipRight(destroy ? root.dialect.destroy(root.conn) : Effect.void, Scope.close(root.connScope, Exit.void))
 
-/** Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). */
-const rollbackRoot = (root: Root, options: ResolvedTransactionOptions): Effect.Effect<boolean> =>
+/**
+ * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). After a
+ * failed BEGIN there may be no transaction to roll back (SQLite then refuses ROLLBACK): nothing is logged then.
+ */
+const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet = false): Effect.Effect<boolean> =>
   // An interrupted statement may still run on the server (mysql2 never cancels): stop it, or ROLLBACK waits for it.
   Effect.zipRight(root.dialect.cancel(root.conn), root.dialect.rollback(root.conn, options)).pipe(
     Effect.as(false),
     Effect.catchAll((error) =>
-      Effect.as(
+      quiet ? Effect.succeed(true) : Effect.as(
         Effect.logWarning("effect-sql-tx: ROLLBACK failed; the connection is discarded").pipe(
           Effect.annotateLogs("error", String(classifyError(root.dialect, error)))
         ),
@@ -206,7 +209,7 @@ const openRoot = (
     yield* dialect.begin(conn, resolved).pipe(
       Effect.catchAll((error) =>
         // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
-        Effect.flatMap(rollbackRoot(root, resolved), (destroy) => releaseConnection(root, destroy)).pipe(
+        Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy)).pipe(
           Effect.zipRight(Effect.fail(classifyError(dialect, error)))
         )
       )
