@@ -13,7 +13,7 @@ import { Data, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Transaction, TransactionLayer } from "../src/index.js"
+import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
 
 const flag = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(`--${name}`)
@@ -47,20 +47,28 @@ const suffix = `${process.pid}`
 const accountsTable = `demo_accounts_${suffix}`
 const transfersTable = `demo_transfers_${suffix}`
 
-/** Moves money from one account to another; both updates or none. Accounts are locked in id order. */
+/** How transfer attempts failed, by error. */
+const retried = new Map<string, number>()
+
+/**
+ * Moves money from one account to another; both updates or none. Accounts are updated in the order given (no lock
+ * ordering), so concurrent transfers deadlock now and then: `lockTimeout` turns long lock waits into quick
+ * `LockTimeout`s (PostgreSQL looks for deadlocks only after a second), and `withRetry` runs the transfer again.
+ */
 const transfer = (from: number, to: number, amount: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    for (const id of [from, to].sort((a, b) => a - b)) {
-      yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance + ${
-        id === from ? -amount : amount
-      } WHERE id = ${id}`
-    }
+    yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance - ${amount} WHERE id = ${from}`
+    yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance + ${amount} WHERE id = ${to}`
     const [{ balance }] = yield* sql<{ balance: number }>`
       SELECT balance FROM ${sql(accountsTable)} WHERE id = ${from}`
     if (Number(balance) < 0) return yield* new InsufficientFunds({ account: from })
     yield* sql`INSERT INTO ${sql(transfersTable)} (from_account, to_account, amount) VALUES (${from}, ${to}, ${amount})`
-  }).pipe(Transaction.atomic({ name: "transfer" }))
+  }).pipe(
+    Transaction.atomic({ name: "transfer", lockTimeout: "50 millis", timeout: "5 seconds" }),
+    Effect.tapError((error) => Effect.sync(() => retried.set(error._tag, (retried.get(error._tag) ?? 0) + 1))),
+    withRetry(RetryPolicy.exponential({ base: "5 millis", times: 20, maxDelay: "200 millis" }))
+  )
 
 const program = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -102,10 +110,15 @@ const program = Effect.gen(function*() {
     )
   })
   // Workers finish the transfer in hand and stop: interrupting them would lose the count of a committed one.
-  // SQLite runs in process without I/O: fibers that never yield would starve the timers (the progress, the end).
+  // Between transfers they let the event loop turn: SQLite runs in process without I/O, and fibers that only ever
+  // hand work to each other would starve the timers (the progress line, the end of the run, the timeouts).
+  const yieldToEventLoop = Effect.async<void>((resume) => {
+    const handle = setImmediate(() => resume(Effect.void))
+    return Effect.sync(() => clearImmediate(handle))
+  })
   const worker = Effect.whileLoop({
     while: () => !stopping,
-    body: () => Effect.zipRight(oneTransfer, Effect.yieldNow()),
+    body: () => Effect.zipRight(oneTransfer, yieldToEventLoop),
     step: () => undefined
   })
 
@@ -136,6 +149,9 @@ const program = Effect.gen(function*() {
     "committed/s": Math.round(stats.committed / seconds),
     "rolled back (insufficient funds)": stats.insufficient,
     failed: JSON.stringify(Object.fromEntries(stats.failed)),
+    "failed attempts (retried unless counted in failed)": JSON.stringify(
+      Object.fromEntries([...retried].filter(([tag]) => tag !== "InsufficientFunds"))
+    ),
     "sum of balances": `${total} (expected ${expected})`,
     "transfer log rows": `${logged} (expected ${stats.committed})`,
     invariant: invariant ? "holds" : "BROKEN"
