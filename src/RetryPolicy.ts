@@ -11,7 +11,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
-import { TransactionTag } from "./internal/lifecycle.js"
+import { currentRetryAttempt, type RetryAttempt, TransactionTag } from "./internal/context.js"
 import * as TransactionError from "./TransactionError.js"
 import * as TransactionManager from "./TransactionManager.js"
 import * as TransactionMetrics from "./TransactionMetrics.js"
@@ -167,6 +167,19 @@ export const withRetry = <Out = unknown, R2 = never>(
       return Effect.suspend(() => {
         let attempt = 1
         let lastError: unknown = undefined
+        // Transactions of an attempt defer their afterRollback hooks here: discarded when the effect runs again,
+        // run when withRetry stops, whatever the outcome.
+        const state: RetryAttempt = { attempt: 0, deferred: [] }
+        const oneAttempt = Effect.locally(
+          Effect.suspend(() => {
+            state.attempt++
+            state.deferred.length = 0
+            return self
+          }),
+          currentRetryAttempt,
+          state
+        )
+        const runDeferred = Effect.suspend(() => Effect.all(state.deferred.splice(0), { discard: true }))
         const instrumented = policy.pipe(
           Schedule.whileInput(retryOn),
           Schedule.tapInput((error) => Effect.sync(() => lastError = error)),
@@ -189,7 +202,7 @@ export const withRetry = <Out = unknown, R2 = never>(
             })
           })
         )
-        return Effect.retry(self, instrumented)
+        return Effect.ensuring(Effect.retry(oneAttempt, instrumented), runDeferred)
       })
     })
   })

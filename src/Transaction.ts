@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import { dual } from "effect/Function"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import * as Hooks from "./internal/hooks.js"
 import * as internal from "./internal/lifecycle.js"
 import type { IsolationLevel } from "./IsolationLevel.js"
 import type { TransactionError } from "./TransactionError.js"
@@ -69,6 +70,8 @@ export interface TransactionInfo {
   readonly depth: number
   readonly options: ResolvedTransactionOptions
   readonly startedAt: Date
+  /** The attempt of the enclosing `withRetry` (1 for the first run, or without `withRetry`). */
+  readonly attempt: number
 }
 
 /**
@@ -190,6 +193,54 @@ export const atomic: {
 )
 
 /**
+ * Runs an effect in a transaction of its own, on another connection, even inside a running transaction (Spring's
+ * REQUIRES_NEW): its commit survives a rollback of the enclosing one, for audit rows that must stay. The wait for
+ * its connection is bounded by the manager's `acquireTimeout`, or 5 seconds: on a pool whose connections the
+ * enclosing transactions hold, it fails with `ConnectionUnavailable` instead of waiting forever.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { Transaction } from "effect-sql-tx"
+ *
+ * const audit = (what: string) =>
+ *   Effect.flatMap(SqlClient.SqlClient, (sql) => sql`INSERT INTO audit (what) VALUES (${what})`).pipe(
+ *     Transaction.independent({ name: "audit" })
+ *   )
+ * ```
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const independent: {
+  /**
+   * Data-last: `effect.pipe(Transaction.independent(options))`.
+   *
+   * @since 0.1.0
+   * @category combinators
+   */
+  (
+    options?: TransactionOptions
+  ): <A, E, R>(
+    self: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | TransactionError | SqlError, Exclude<R, Transaction> | TransactionManager>
+  /**
+   * Data-first: `Transaction.independent(effect, options)`.
+   *
+   * @since 0.1.0
+   * @category combinators
+   */
+  <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    options?: TransactionOptions
+  ): Effect.Effect<A, E | TransactionError | SqlError, Exclude<R, Transaction> | TransactionManager>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R>(self: Effect.Effect<A, E, R>, options?: TransactionOptions) => internal.independent(self, options)
+)
+
+/**
  * The innermost running transaction or block, if any.
  *
  * @since 0.1.0
@@ -197,7 +248,14 @@ export const atomic: {
  */
 export const current: Effect.Effect<Option.Option<TransactionInfo>> = Effect.map(
   Effect.serviceOption(Transaction),
-  Option.map(({ depth, id, name, options, startedAt }): TransactionInfo => ({ id, name, depth, options, startedAt }))
+  Option.map(({ attempt, depth, id, name, options, startedAt }): TransactionInfo => ({
+    id,
+    name,
+    depth,
+    options,
+    startedAt,
+    attempt
+  }))
 )
 
 /**
@@ -255,3 +313,92 @@ export const setRollbackOnly: Effect.Effect<void, never, Transaction> = Effect.f
   Transaction,
   (tx) => tx.setRollbackOnly
 )
+
+const register = (kind: Hooks.HookKind) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(
+    Transaction,
+    (tx) =>
+      Effect.contextWith((context: Context.Context<R>) =>
+        internal.registerHook(tx, Hooks.capture(kind, effect, context))
+      )
+  )
+
+/**
+ * A hook's requirements may not include `Transaction` where it runs outside the transaction.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OutsideTransaction<R> = [Extract<R, Transaction>] extends [never] ? unknown
+  : { readonly "this hook runs after the transaction: it cannot use Transaction": never }
+
+/**
+ * Registers an effect to run just before the outermost COMMIT, inside the transaction (it may run SQL). Its failure
+ * rolls the transaction back and is the transaction's result. Registered in a nested block, it is discarded if that
+ * block rolls back to its savepoint. The effect's requirements are captured now.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { Transaction } from "effect-sql-tx"
+ *
+ * const program = Effect.gen(function*() {
+ *   const sql = yield* SqlClient.SqlClient
+ *   yield* sql`INSERT INTO orders (id) VALUES (1)`
+ *   yield* Transaction.beforeCommit(sql`UPDATE stats SET orders = orders + 1`)
+ * }).pipe(Transaction.atomic())
+ * ```
+ *
+ * @since 0.1.0
+ * @category hooks
+ */
+export const beforeCommit: <A, R>(
+  effect: Effect.Effect<A, TransactionError | SqlError, R>
+) => Effect.Effect<void, never, Transaction | R> = register("beforeCommit")
+
+/**
+ * Registers an effect to run after the outermost COMMIT succeeded, outside the transaction: its statements take a
+ * pooled connection. It runs once, for the `withRetry` attempt that committed; its failures and defects are logged
+ * and counted in `transaction_hook_failures_total`, and never change the outcome.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Transaction } from "effect-sql-tx"
+ *
+ * const program = Effect.gen(function*() {
+ *   // … the order's statements …
+ *   yield* Transaction.afterCommit(Effect.log("order committed: send the e-mail"))
+ * }).pipe(Transaction.atomic({ name: "order" }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category hooks
+ */
+export const afterCommit: <A, E, R>(
+  effect: Effect.Effect<A, E, R> & OutsideTransaction<R>
+) => Effect.Effect<void, never, Transaction | R> = register("afterCommit")
+
+/**
+ * Registers an effect to run just before the outermost ROLLBACK, inside the transaction. Its failures and defects
+ * are logged and counted; the transaction rolls back anyway.
+ *
+ * @since 0.1.0
+ * @category hooks
+ */
+export const beforeRollback: <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+) => Effect.Effect<void, never, Transaction | R> = register("beforeRollback")
+
+/**
+ * Registers an effect to run after the outermost ROLLBACK, outside the transaction. Under `withRetry` it runs when
+ * `withRetry` stops (once, for the last attempt), and is discarded with an attempt that is run again. Its failures
+ * and defects are logged and counted.
+ *
+ * @since 0.1.0
+ * @category hooks
+ */
+export const afterRollback: <A, E, R>(
+  effect: Effect.Effect<A, E, R> & OutsideTransaction<R>
+) => Effect.Effect<void, never, Transaction | R> = register("afterRollback")

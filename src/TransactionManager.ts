@@ -13,8 +13,34 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Dialect from "./Dialect.js"
 import * as Options from "./internal/options.js"
-import type { TransactionOptions } from "./Transaction.js"
+import type { TransactionInfo, TransactionOptions } from "./Transaction.js"
 import type { InvalidTransactionOptions, UnsupportedDialect } from "./TransactionError.js"
+
+/**
+ * What global hooks receive: the transaction, how long it has run, and how it ended (`undefined` before COMMIT).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HookInfo extends TransactionInfo {
+  readonly duration: Duration.Duration
+  readonly outcome: "committed" | "rolledBack" | undefined
+}
+
+/**
+ * Hooks run for every outermost transaction of the manager, before the hooks registered in the transaction.
+ * `beforeCommit` runs inside the transaction and its failure rolls it back; the others are logged and counted
+ * when they fail, and never change the outcome.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TransactionHooks {
+  readonly beforeCommit?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
+  readonly afterCommit?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
+  readonly beforeRollback?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
+  readonly afterRollback?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
+}
 
 /**
  * The manager's configuration.
@@ -35,6 +61,8 @@ export interface TransactionManagerConfig {
    * It costs a fiber per transaction.
    */
   readonly acquireTimeout?: Duration.DurationInput | undefined
+  /** Hooks run for every outermost transaction. */
+  readonly hooks?: TransactionHooks | undefined
 }
 
 /**
@@ -50,6 +78,8 @@ export interface TransactionManager {
   readonly defaults: TransactionOptions
   /** The bound on the wait for a pool connection, if any. */
   readonly acquireTimeout: Duration.Duration | undefined
+  /** Hooks run for every outermost transaction. */
+  readonly hooks: TransactionHooks | undefined
   /** A new transaction id, unique within this manager. */
   readonly nextId: () => string
 }
@@ -83,6 +113,7 @@ export const make = (
       dialect,
       defaults,
       acquireTimeout,
+      hooks: config.hooks,
       nextId: () => String(++counter)
     })
   })

@@ -17,3 +17,15 @@ export const retries: Metric.Metric.Counter<number> = Metric.counter("transactio
   description: "Transactions re-run by withRetry after a retryable error",
   incremental: true
 })
+
+/**
+ * `transaction_hook_failures_total`: hooks that failed or died after the outcome was decided (`afterCommit`,
+ * `beforeRollback`, `afterRollback`), tagged `hook`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const hookFailures: Metric.Metric.Counter<number> = Metric.counter("transaction_hook_failures_total", {
+  description: "Transaction hooks that failed or died; they never change a transaction's outcome",
+  incremental: true
+})

@@ -1,9 +1,10 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
-import { suite } from "./suites/TransactionSuite.js"
+import * as HooksSuite from "./suites/HooksSuite.js"
+import { suite, type Target } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
-suite({
+const target: Target = {
   name: "mysql",
   layer: Databases.mysql,
   inTransaction: Effect.flatMap(
@@ -16,4 +17,8 @@ suite({
   ),
   concurrentConnections: true,
   leakTransaction: "START TRANSACTION"
-})
+}
+
+suite(target)
+HooksSuite.suite(target)
+HooksSuite.propertySuite(target, 50)

@@ -1,9 +1,10 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
-import { suite } from "./suites/TransactionSuite.js"
+import * as HooksSuite from "./suites/HooksSuite.js"
+import { suite, type Target } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
-suite({
+const target: Target = {
   name: "pg",
   layer: Databases.pg,
   inTransaction: Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -16,4 +17,8 @@ suite({
   concurrentConnections: true,
   leakTransaction: "BEGIN; SELECT 1 / 0",
   deferredUnique: (table) => `ALTER TABLE ${table} ADD CONSTRAINT ${table}_v UNIQUE (v) DEFERRABLE INITIALLY DEFERRED`
-})
+}
+
+suite(target)
+HooksSuite.suite(target)
+HooksSuite.propertySuite(target, 50)

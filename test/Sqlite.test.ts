@@ -1,9 +1,10 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
-import { suite } from "./suites/TransactionSuite.js"
+import * as HooksSuite from "./suites/HooksSuite.js"
+import { suite, type Target } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
-suite({
+const target: Target = {
   name: "sqlite",
   layer: Databases.sqlite,
   inTransaction: Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -16,4 +17,8 @@ suite({
   connectionId: Effect.succeed(0),
   concurrentConnections: false,
   leakTransaction: "BEGIN"
-})
+}
+
+suite(target)
+HooksSuite.suite(target)
+HooksSuite.propertySuite(target, 200)

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { Dialect } from "../Dialect.js"
@@ -23,11 +24,13 @@ import type {
   TransactionOptions
 } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
+import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
+import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
+import * as Hooks from "./hooks.js"
 import * as Options from "./options.js"
 
-/** @internal */
-export const TransactionTag = Context.GenericTag<Transaction>("effect-sql-tx/Transaction")
+export { TransactionTag } from "./context.js"
 
 /** The state shared by all levels of one transaction (one connection). */
 interface Root {
@@ -55,11 +58,18 @@ interface Level {
   /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
   lock: Effect.Semaphore | undefined
   rollbackOnly: boolean
+  /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
+  readonly hooks: Array<Hooks.Hook>
 }
 
 const levels = new WeakMap<Transaction, Level>()
 
 const levelOf = (handle: Transaction): Level => levels.get(handle)!
+
+const hookRegistry = new WeakMap<Transaction, (hook: Hooks.Hook) => void>()
+
+/** @internal Registers a hook on the block of a handle. */
+export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => hookRegistry.get(handle)!(hook)
 
 const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
 
@@ -163,6 +173,7 @@ const makeHandle = (
       levelOf(handle).rollbackOnly = true
     })
   }
+  hookRegistry.set(handle, (hook) => levelOf(handle).hooks.push(hook))
   const full: Level = { ...level, handle }
   levels.set(handle, full)
   return full
@@ -173,13 +184,18 @@ const info = (
   depth: number,
   options: ResolvedTransactionOptions
 ): Effect.Effect<TransactionInfo> =>
-  Effect.map(Effect.clockWith((clock) => clock.currentTimeMillis), (now) => ({
-    id,
-    name: options.name,
-    depth,
-    options,
-    startedAt: new Date(now)
-  }))
+  Effect.zipWith(
+    Clock.currentTimeMillis,
+    FiberRef.get(currentRetryAttempt),
+    (now, retry): TransactionInfo => ({
+      id,
+      name: options.name,
+      depth,
+      options,
+      startedAt: new Date(now),
+      attempt: retry?.attempt ?? 1
+    })
+  )
 
 /** `begin` has no body of its own to bound: it takes no `timeout`, and the manager's default does not apply. */
 const withoutTimeoutUnless = (
@@ -215,7 +231,7 @@ const openRoot = (
       )
     )
     return makeHandle(
-      { root, parent: undefined, savepoint: undefined, manual: [], lock: undefined, rollbackOnly: false },
+      { root, parent: undefined, savepoint: undefined, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
       yield* info(manager.nextId(), 0, resolved)
     )
   })
@@ -240,7 +256,7 @@ const openNested = (
     root.liveSavepoints.add(name)
     const id = parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`
     return makeHandle(
-      { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false },
+      { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
       yield* info(id, depth, resolved)
     )
   })
@@ -293,26 +309,117 @@ const forgetSavepoints = (level: Level): void => {
   if (level.savepoint !== undefined) level.root.liveSavepoints.delete(level.savepoint)
 }
 
+const hookInfo = (
+  level: Level,
+  outcome: HookInfo["outcome"]
+): Effect.Effect<HookInfo> =>
+  Effect.map(Clock.currentTimeMillis, (now) => ({
+    ...infoOf(level.handle),
+    duration: Duration.millis(now - level.handle.startedAt.getTime()),
+    outcome
+  }))
+
+const infoOf = ({ attempt, depth, id, name, options, startedAt }: TransactionInfo): TransactionInfo => ({
+  id,
+  name,
+  depth,
+  options,
+  startedAt,
+  attempt
+})
+
+/** Runs the hooks of a kind for a block that ends the transaction (the outermost, or one joined to a foreign one). */
+const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Effect<void, unknown> =>
+  Hooks.run(
+    kind,
+    level.hooks,
+    level.root.manager.hooks,
+    info,
+    kind === "beforeCommit" || kind === "beforeRollback" ? (effect) => provideLevel(level, effect) : identity
+  )
+
+/**
+ * `afterRollback` hooks run once the transaction is over; under `withRetry` they wait for it to stop, and are
+ * discarded if it runs the effect again: they run once, for the attempt that ended it.
+ */
+const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> =>
+  Effect.flatMap(FiberRef.get(currentRetryAttempt), (retry) => {
+    const hooks = Effect.ignore(runHooks(level, "afterRollback", info))
+    if (retry === undefined) return hooks
+    retry.deferred.push(hooks)
+    return Effect.void
+  })
+
+/**
+ * Ends a block that ends the transaction: `beforeCommit` hooks, then COMMIT (`release` for a block joined to a
+ * foreign transaction) and the `afterCommit` hooks; or, on any failure, `beforeRollback` hooks, ROLLBACK
+ * (`rollback`) and the `afterRollback` hooks.
+ */
+const finish = <A, E>(
+  level: Level,
+  exit: Exit.Exit<A, E>,
+  statements: {
+    readonly commit: Effect.Effect<Exit.Exit<void, Failure>, never>
+    readonly rollback: Effect.Effect<void>
+  }
+): Effect.Effect<A, E | Failure> => {
+  const { root } = level
+  const { dialect } = root
+  const rollbackWith = (result: Exit.Exit<A, E | Failure>): Effect.Effect<A, E | Failure> =>
+    Effect.flatMap(hookInfo(level, "rolledBack"), (info) =>
+      Effect.ignore(runHooks(level, "beforeRollback", info)).pipe(
+        Effect.zipRight(statements.rollback),
+        Effect.zipRight(afterRollback(level, info)),
+        Effect.zipRight(result)
+      ))
+  if (Exit.isFailure(exit)) return rollbackWith(classifyExit(dialect, exit))
+  if (root.poisoned !== undefined) return rollbackWith(Exit.fail(root.poisoned))
+  if (level.rollbackOnly) return rollbackWith(exit)
+  return Effect.flatMap(
+    hookInfo(level, undefined),
+    (info) =>
+      Effect.flatMap(Effect.exit(runHooks(level, "beforeCommit", info)), (before) => {
+        if (Exit.isFailure(before)) {
+          return rollbackWith(classifyExit(dialect, before as Exit.Exit<never, Failure>))
+        }
+        return Effect.flatMap(statements.commit, (committed): Effect.Effect<A, E | Failure> => {
+          if (Exit.isSuccess(committed)) {
+            return Effect.flatMap(
+              hookInfo(level, "committed"),
+              (info) => Effect.zipRight(Effect.ignore(runHooks(level, "afterCommit", info)), exit)
+            )
+          }
+          const failed = Exit.failCause(committed.cause)
+          // After CommitOutcomeUnknown, neither afterCommit nor afterRollback: nobody knows which happened.
+          if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") return failed
+          return Effect.flatMap(
+            hookInfo(level, "rolledBack"),
+            (info) => Effect.zipRight(afterRollback(level, info), failed)
+          )
+        })
+      })
+  )
+}
+
 const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const { dialect } = root
   const options = level.handle.options
   forgetSavepoints(level)
-  const rollbackWith = (result: Exit.Exit<A, E | Failure>): Effect.Effect<A, E | Failure> =>
-    Effect.flatMap(rollbackRoot(root, options), (destroy) => Effect.zipRight(releaseConnection(root, destroy), result))
-  if (Exit.isFailure(exit)) return rollbackWith(classifyExit(dialect, exit))
-  if (root.poisoned !== undefined) return rollbackWith(Exit.fail(root.poisoned))
-  if (level.rollbackOnly) return rollbackWith(exit)
-  return dialect.commit(root.conn, options).pipe(
+  // Built on demand: a statement's effect may do work when it is built (better-sqlite3 prepares it).
+  const rollback = Effect.suspend(() =>
+    Effect.flatMap(rollbackRoot(root, options), (destroy) => releaseConnection(root, destroy))
+  )
+  const commit: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() => dialect.commit(root.conn, options)).pipe(
     Effect.matchEffect({
-      onSuccess: (outcome) =>
-        Effect.zipRight(
+      onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> =>
+        Effect.as(
           releaseConnection(root, false),
-          outcome === "committed" ? exit as Exit.Exit<A, E | Failure> : Exit.fail(
+          outcome === "committed" ? Exit.void : Exit.fail(
             new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
           )
         ),
-      onFailure: (error) => {
+      onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
         const classified = classifyError(dialect, error)
         if (classified._tag === "ConnectionLost") {
           const unknown = new TransactionError.CommitOutcomeUnknown({
@@ -320,48 +427,69 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
             code: classified.code,
             cause: error
           })
-          return Effect.zipRight(releaseConnection(root, true), Exit.fail(unknown) as Exit.Exit<A, E | Failure>)
+          return Effect.as(releaseConnection(root, true), Exit.fail(unknown))
         }
         // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
         // transaction open (SQLite does): roll back, which is harmless where it is already over.
-        return rollbackWith(Exit.fail(classified))
+        return Effect.as(rollback, Exit.fail(classified))
       }
     })
   )
+  return finish(level, exit, { commit, rollback })
 }
 
 const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const { dialect } = root
   const name = level.savepoint!
-  const rollbackTo = (result: Exit.Exit<A, E | Failure>) =>
-    Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, name)).pipe(
-      Effect.matchEffect({
-        onSuccess: () => result,
-        onFailure: (error) => {
-          // The block's writes may still be there: make sure the transaction cannot commit them.
-          const classified = classifyError(dialect, error)
-          root.poisoned ??= classified
-          return Exit.fail(classified)
-        }
-      })
-    )
-  const result: Effect.Effect<A, E | Failure> = Exit.isFailure(exit)
-    ? rollbackTo(classifyExit(dialect, exit))
-    : level.rollbackOnly
-    ? rollbackTo(exit)
-    : dialect.releaseSavepoint(root.conn, name).pipe(
-      Effect.matchEffect({
-        onSuccess: () => exit,
-        // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
-        onFailure: (error) => rollbackTo(Exit.fail(classifyError(dialect, error)))
-      })
-    )
+  const rollbackTo: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() =>
+    Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, name))
+  ).pipe(
+    Effect.matchEffect({
+      onSuccess: (): Effect.Effect<Exit.Exit<void, Failure>> => Effect.succeed(Exit.void),
+      onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
+        // The block's writes may still be there: make sure the transaction cannot commit them.
+        const classified = classifyError(dialect, error)
+        root.poisoned ??= classified
+        return Effect.succeed(Exit.fail(classified))
+      }
+    })
+  )
+  const release: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() =>
+    dialect.releaseSavepoint(root.conn, name)
+  ).pipe(
+    Effect.matchEffect({
+      onSuccess: () => Effect.succeed(Exit.void),
+      // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
+      onFailure: (error) =>
+        Effect.map(
+          rollbackTo,
+          (rolledBack) => Exit.isFailure(rolledBack) ? rolledBack : Exit.fail(classifyError(dialect, error))
+        )
+    })
+  )
+  const parent = level.parent
+  const result: Effect.Effect<A, E | Failure> = parent === undefined
+    // Joined to a foreign `sql.withTransaction`: this block is all the transaction this library sees.
+    ? finish(level, exit, { commit: release, rollback: Effect.asVoid(rollbackTo) })
+    : Exit.isFailure(exit) || level.rollbackOnly
+    ? Effect.flatMap(rollbackTo, (rolledBack): Exit.Exit<A, E | Failure> =>
+      Exit.isFailure(rolledBack)
+        ? Exit.failCause(rolledBack.cause)
+        : Exit.isFailure(exit)
+        ? classifyExit(dialect, exit)
+        : exit)
+    : Effect.flatMap(release, (released): Exit.Exit<A, E | Failure> => {
+      if (Exit.isFailure(released)) return Exit.failCause(released.cause)
+      // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.
+      parent.hooks.push(...level.hooks)
+      return exit
+    })
   return Effect.ensuring(
     result,
     Effect.suspend(() => {
       forgetSavepoints(level)
-      return level.parent === undefined ? Effect.void : lockOf(level.parent).release(1)
+      return parent === undefined ? Effect.void : lockOf(parent).release(1)
     })
   )
 }
@@ -453,6 +581,24 @@ export const atomic = <A, E, R>(
       (level) => Effect.flatMap(runBody(level, effect, restore), (exit) => close(level, exit))
     )
   )
+
+/** The bound on the wait for a connection of `independent`, when the manager sets none: never hang. */
+const independentAcquireTimeout = Duration.seconds(5)
+
+/** @internal `Transaction.independent`. */
+export const independent = <A, E, R>(
+  effect: Effect.Effect<A, E, R>,
+  options: TransactionOptions | undefined
+): Effect.Effect<A, E | Failure, Exclude<R, Transaction> | TransactionManager> =>
+  Effect.flatMap(TransactionManager, (manager) =>
+    Effect.mapInputContext(
+      atomic(effect, options),
+      (context: Context.Context<Exclude<R, Transaction> | TransactionManager>) =>
+        Context.add(withoutTransaction(context), TransactionManager, {
+          ...manager,
+          acquireTimeout: manager.acquireTimeout ?? independentAcquireTimeout
+        })
+    ))
 
 /** @internal `Transaction.begin`. */
 export const begin = (

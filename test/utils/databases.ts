@@ -31,7 +31,7 @@ export const pg = (options: PoolOptions = {}): Layer.Layer<SqlClient, unknown> =
         }`
     ),
     maxConnections: options.maxConnections ?? 8,
-    connectTimeout: "5 seconds"
+    connectTimeout: "10 seconds"
   })
 
 export const mysql = (options: PoolOptions = {}): Layer.Layer<SqlClient, unknown> =>

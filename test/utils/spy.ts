@@ -4,7 +4,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 
 export class SentStatements extends Context.Tag("test/SentStatements")<SentStatements, Array<string>>() {}
 
@@ -15,10 +15,19 @@ const spyConnection = (conn: Connection, log: Array<string>): Connection =>
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver)
       if (typeof key === "string" && recorded.has(key) && typeof value === "function") {
-        return (sql: string, ...rest: Array<unknown>) => {
-          log.push(sql)
-          return value.call(target, sql, ...rest)
+        if (key === "executeStream") {
+          return (sql: string, ...rest: Array<unknown>) =>
+            Stream.suspend(() => {
+              log.push(sql)
+              return value.call(target, sql, ...rest)
+            })
         }
+        // Recorded when the statement runs, not when its effect is built.
+        return (sql: string, ...rest: Array<unknown>) =>
+          Effect.suspend(() => {
+            log.push(sql)
+            return value.call(target, sql, ...rest)
+          })
       }
       return value
     }
