@@ -69,8 +69,17 @@ export interface Dialect {
    * (`@effect/sql-sqlite-node`: yes; `@effect/sql-pg` and `@effect/sql-mysql2`: no).
    */
   readonly interruptibleReserve: boolean
-  /** Starts a transaction with the options applied, in one round trip where the driver allows it. */
-  readonly begin: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<void, SqlError>
+  /**
+   * Starts a transaction with the options applied, in one round trip where the driver allows it; `label`, when
+   * given, makes the transaction's name visible to the database's own monitoring.
+   */
+  readonly begin: (
+    conn: Connection,
+    options: ResolvedTransactionOptions,
+    label?: string | undefined
+  ) => Effect.Effect<void, SqlError>
+  /** How many savepoints a transaction can have before the server slows down (PostgreSQL: 64), if any limit. */
+  readonly subtransactionCache: number | undefined
   /** Commits, and restores any session state that `begin` changed. */
   readonly commit: (conn: Connection, options: ResolvedTransactionOptions) => Effect.Effect<CommitOutcome, SqlError>
   /** Rolls back, and restores any session state that `begin` changed. */

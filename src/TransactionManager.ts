@@ -5,13 +5,18 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Dialect from "./Dialect.js"
+import * as Metrics from "./internal/metrics.js"
 import * as Options from "./internal/options.js"
 import type { TransactionInfo, TransactionOptions } from "./Transaction.js"
 import type { InvalidTransactionOptions, UnsupportedDialect } from "./TransactionError.js"
@@ -63,6 +68,38 @@ export interface TransactionManagerConfig {
   readonly acquireTimeout?: Duration.DurationInput | undefined
   /** Hooks run for every outermost transaction. */
   readonly hooks?: TransactionHooks | undefined
+  /** A transaction running longer than this is logged once (name, age, connection id) and counted. Default 5 s. */
+  readonly longRunningThreshold?: Duration.DurationInput | undefined
+  /**
+   * PostgreSQL: past 64 savepoints in one transaction (the backend's subtransaction cache), fail with
+   * `SavepointError` instead of logging once and counting. Default `false`.
+   */
+  readonly failOnSavepointBudget?: boolean | undefined
+  /**
+   * Make the transaction's name visible to the database's own monitoring, in the BEGIN round trip: PostgreSQL
+   * `SET LOCAL application_name = 'effect-sql-tx:<name>'` (in `pg_stat_activity`), MySQL/MariaDB a comment
+   * `/* effect-sql-tx:<name> *\/` on START TRANSACTION. Default `false`.
+   */
+  readonly serverLabel?: boolean | undefined
+}
+
+/**
+ * An outermost transaction running now, as the manager's registry knows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ActiveTransaction {
+  readonly id: string
+  readonly name: string
+  /** The depth of the innermost block running now (0: no savepoint). */
+  depth: number
+  readonly startedAt: Date
+  readonly attempt: number
+  /** The server's id of its connection: PostgreSQL backend pid, MySQL connection id (none on SQLite). */
+  readonly connectionId: number | undefined
+  /** Whether it was already reported as long-running. */
+  flagged: boolean
 }
 
 /**
@@ -80,6 +117,15 @@ export interface TransactionManager {
   readonly acquireTimeout: Duration.Duration | undefined
   /** Hooks run for every outermost transaction. */
   readonly hooks: TransactionHooks | undefined
+  readonly longRunningThreshold: Duration.Duration
+  readonly failOnSavepointBudget: boolean
+  readonly serverLabel: boolean
+  /** The clock transactions are timed with. */
+  readonly clock: Clock.Clock
+  /** The outermost transactions running now, by id (live entries: read them through `active`). */
+  readonly registry: Map<string, ActiveTransaction>
+  /** A copy of the registry: the outermost transactions running now, oldest first. */
+  readonly active: Effect.Effect<ReadonlyArray<ActiveTransaction>>
   /** A new transaction id, unique within this manager. */
   readonly nextId: () => string
 }
@@ -107,6 +153,10 @@ export const make = (
     const dialect = yield* Dialect.fromClient(sql)
     const defaults = yield* Options.validate(config.defaults ?? {})
     const acquireTimeout = yield* Options.positiveDuration("acquireTimeout", config.acquireTimeout)
+    const longRunningThreshold =
+      (yield* Options.positiveDuration("longRunningThreshold", config.longRunningThreshold)) ?? Duration.seconds(5)
+    const clock = yield* Effect.clock
+    const registry = new Map<string, ActiveTransaction>()
     let counter = 0
     return TransactionManager.of({
       sql,
@@ -114,8 +164,50 @@ export const make = (
       defaults,
       acquireTimeout,
       hooks: config.hooks,
+      longRunningThreshold,
+      failOnSavepointBudget: config.failOnSavepointBudget === true,
+      serverLabel: config.serverLabel === true,
+      clock,
+      registry,
+      active: Effect.sync(() =>
+        [...registry.values()].map((entry) => ({ ...entry })).sort((a, b) =>
+          a.startedAt.getTime() - b.startedAt.getTime()
+        )
+      ),
       nextId: () => String(++counter)
     })
+  })
+
+/**
+ * Reports the transactions older than the manager's `longRunningThreshold` that were not reported yet: each is
+ * logged once (name, age, connection id) and counted in `transactions_long_running_total`. The manager's layer
+ * runs it periodically; it returns those it reported.
+ *
+ * @since 0.1.0
+ * @category observability
+ */
+export const checkLongRunning = (manager: TransactionManager): Effect.Effect<ReadonlyArray<ActiveTransaction>> =>
+  Effect.suspend(() => {
+    const now = manager.clock.unsafeCurrentTimeMillis()
+    const threshold = Duration.toMillis(manager.longRunningThreshold)
+    const found = [...manager.registry.values()].filter((entry) =>
+      !entry.flagged && now - entry.startedAt.getTime() >= threshold
+    )
+    return Effect.as(
+      Effect.forEach(found, (entry) => {
+        entry.flagged = true
+        Metrics.recorder(entry.name, manager.dialect.dbSystem).longRunning()
+        return Effect.logWarning("effect-sql-tx: long-running transaction").pipe(
+          Effect.annotateLogs({
+            transaction: entry.name,
+            id: entry.id,
+            age: Duration.format(Duration.millis(now - entry.startedAt.getTime())),
+            connection: entry.connectionId ?? "n/a"
+          })
+        )
+      }, { discard: true }),
+      found.map((entry) => ({ ...entry }))
+    )
   })
 
 /**
@@ -136,7 +228,16 @@ export const make = (
 export const layer = (
   config: TransactionManagerConfig = {}
 ): Layer.Layer<TransactionManager, InvalidTransactionOptions | UnsupportedDialect, SqlClient.SqlClient> =>
-  Layer.effect(TransactionManager, make(config))
+  Layer.scoped(TransactionManager, Effect.tap(make(config), watchLongRunning))
+
+/** Checks for long-running transactions a few times per threshold (at least once a second), while the layer lives. */
+const watchLongRunning = (manager: TransactionManager): Effect.Effect<void, never, Scope.Scope> => {
+  const every = Duration.min(
+    Duration.divide(manager.longRunningThreshold, 4).pipe(Option.getOrElse(() => Duration.seconds(1))),
+    Duration.seconds(1)
+  )
+  return Effect.asVoid(Effect.forkScoped(Effect.repeat(checkLongRunning(manager), Schedule.spaced(every))))
+}
 
 /**
  * The manager as a layer whose configuration is read with `Config`.
@@ -150,4 +251,4 @@ export const layerConfig = (
   TransactionManager,
   ConfigError.ConfigError | InvalidTransactionOptions | UnsupportedDialect,
   SqlClient.SqlClient
-> => Layer.effect(TransactionManager, Effect.flatMap(Config.unwrap(config), make))
+> => Layer.scoped(TransactionManager, Effect.tap(Effect.flatMap(Config.unwrap(config), make), watchLongRunning))

@@ -4,10 +4,9 @@
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
 import type { HookInfo, TransactionHooks } from "../TransactionManager.js"
-import * as TransactionMetrics from "../TransactionMetrics.js"
 import { withoutTransaction } from "./context.js"
+import type { Recorder } from "./metrics.js"
 
 /** @internal */
 export type HookKind = "beforeCommit" | "afterCommit" | "beforeRollback" | "afterRollback"
@@ -28,9 +27,14 @@ export const capture = <R>(
   effect: Effect.asVoid(Effect.provide(effect, withoutTransaction(context)))
 })
 
-const recordFailure = (kind: HookKind, cause: Cause.Cause<unknown>, info: HookInfo): Effect.Effect<void> =>
+const recordFailure = (
+  kind: HookKind,
+  cause: Cause.Cause<unknown>,
+  info: HookInfo,
+  recorder: Recorder
+): Effect.Effect<void> =>
   Effect.zipRight(
-    Metric.increment(Metric.tagged(TransactionMetrics.hookFailures, "hook", kind)),
+    Effect.sync(() => recorder.hookFailed(kind)),
     Effect.logWarning(`effect-sql-tx: a ${kind} hook failed; the transaction's outcome is unchanged`, cause).pipe(
       Effect.annotateLogs({ transaction: info.name, id: info.id })
     )
@@ -47,13 +51,14 @@ export const run = (
   hooks: ReadonlyArray<Hook>,
   global: TransactionHooks | undefined,
   info: HookInfo,
-  inside: (effect: Effect.Effect<void, unknown>) => Effect.Effect<void, unknown>
+  inside: (effect: Effect.Effect<void, unknown>) => Effect.Effect<void, unknown>,
+  recorder: Recorder
 ): Effect.Effect<void, unknown> => {
   const globalHook = global?.[kind]
   const one = (effect: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
     kind === "beforeCommit"
       ? inside(effect)
-      : Effect.catchAllCause(inside(effect), (cause) => recordFailure(kind, cause, info))
+      : Effect.catchAllCause(inside(effect), (cause) => recordFailure(kind, cause, info, recorder))
   return Effect.suspend(() => {
     let index = 0
     const next = (): Effect.Effect<void, unknown> => {

@@ -5,6 +5,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -15,6 +16,7 @@ import * as FiberRef from "effect/FiberRef"
 import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import type { Dialect } from "../Dialect.js"
 import type {
   ResolvedTransactionOptions,
@@ -24,10 +26,11 @@ import type {
   TransactionOptions
 } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
-import type { HookInfo } from "../TransactionManager.js"
+import type { ActiveTransaction, HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
+import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
 
 export { TransactionTag } from "./context.js"
@@ -44,6 +47,15 @@ interface Root {
   savepointCounter: number
   /** Set when a savepoint could not be rolled back: the transaction must not commit. */
   poisoned: TransactionError.TransactionError | SqlError | undefined
+  /** The metrics of the transaction's name. */
+  readonly recorder: Metrics.Recorder
+  /** The transaction's span (one per attempt); `undefined` when joined to a foreign transaction. */
+  readonly span: Tracer.Span | undefined
+  /** The entry of the manager's registry of active transactions. */
+  readonly entry: ActiveTransaction | undefined
+  /** How the transaction ended, for the duration histogram. */
+  outcome: Metrics.Outcome
+  budgetReported: boolean
 }
 
 /** One block: the outermost transaction or a savepoint. */
@@ -85,6 +97,33 @@ const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
 const reservedPrefix = "effect_sql"
 
 const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root.savepointCounter}`
+
+/**
+ * Counts a savepoint about to be made. PostgreSQL keeps 64 subtransactions per backend in shared memory; past
+ * that, snapshot checks of the whole server fall back to pg_subtrans: report it once, or refuse (configurable).
+ */
+const countSavepoint = (root: Root): Effect.Effect<void, TransactionError.SavepointError> =>
+  Effect.suspend(() => {
+    root.recorder.savepoint()
+    root.span?.event("db.transaction.savepoint", root.manager.clock.unsafeCurrentTimeNanos())
+    const limit = root.dialect.subtransactionCache
+    if (limit === undefined || root.savepointCounter < limit) return Effect.void
+    if (root.manager.failOnSavepointBudget) {
+      return Effect.fail(
+        new TransactionError.SavepointError({
+          savepoint: `#${root.savepointCounter + 1}`,
+          reason: `more than ${limit} savepoints in one transaction (PostgreSQL's subtransaction cache)`
+        })
+      )
+    }
+    if (root.budgetReported) return Effect.void
+    root.budgetReported = true
+    root.recorder.savepointBudgetExceeded()
+    return Effect.logWarning(
+      `effect-sql-tx: more than ${limit} savepoints in one transaction; past PostgreSQL's subtransaction cache the ` +
+        "whole server slows down"
+    ).pipe(Effect.annotateLogs({ transaction: root.entry?.name ?? "", id: root.entry?.id ?? "" }))
+  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // acquiring a connection
@@ -213,6 +252,18 @@ const openRoot = (
     const dialect = manager.dialect
     const resolved = withoutTimeoutUnless(bounded, yield* Options.resolve(manager.defaults, options, dialect))
     const [conn, connScope] = yield* Effect.mapError(reserve(manager, restore), (e) => classifyError(dialect, e))
+    const handleInfo = yield* info(manager.nextId(), 0, resolved)
+    const span = yield* Effect.makeSpan("effect_sql_tx.transaction", {
+      kind: "client",
+      captureStackTrace: false,
+      attributes: {
+        "db.system": dialect.dbSystem,
+        "db.transaction.name": resolved.name,
+        "db.transaction.isolation": resolved.isolation ?? "default",
+        "db.transaction.read_only": resolved.readOnly,
+        "db.transaction.attempt": handleInfo.attempt
+      }
+    })
     const root: Root = {
       manager,
       dialect,
@@ -220,19 +271,35 @@ const openRoot = (
       connScope,
       liveSavepoints: new Set(),
       savepointCounter: 0,
-      poisoned: undefined
+      poisoned: undefined,
+      recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
+      span,
+      entry: {
+        id: handleInfo.id,
+        name: resolved.name,
+        depth: 0,
+        startedAt: handleInfo.startedAt,
+        attempt: handleInfo.attempt,
+        connectionId: dialect.connectionId(conn),
+        flagged: false
+      },
+      outcome: "rolled_back",
+      budgetReported: false
     }
-    yield* dialect.begin(conn, resolved).pipe(
+    yield* dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined).pipe(
       Effect.catchAll((error) =>
         // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
         Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy)).pipe(
+          Effect.zipRight(Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))),
           Effect.zipRight(Effect.fail(classifyError(dialect, error)))
         )
       )
     )
+    root.recorder.started()
+    manager.registry.set(handleInfo.id, root.entry!)
     return makeHandle(
       { root, parent: undefined, savepoint: undefined, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
-      yield* info(manager.nextId(), 0, resolved)
+      handleInfo
     )
   })
 
@@ -248,12 +315,16 @@ const openNested = (
   Effect.gen(function*() {
     const resolved = withoutTimeoutUnless(bounded, yield* Options.resolveNested(parentOptions, options))
     if (parent !== undefined) yield* restore(lockOf(parent).take(1))
+    yield* countSavepoint(root).pipe(
+      Effect.tapError(() => parent === undefined ? Effect.void : lockOf(parent).release(1))
+    )
     const name = nextSavepointName(root)
     yield* root.dialect.savepoint(root.conn, name).pipe(
       Effect.mapError((error) => classifyError(root.dialect, error)),
       Effect.tapError(() => parent === undefined ? Effect.void : lockOf(parent).release(1))
     )
     root.liveSavepoints.add(name)
+    if (root.entry !== undefined) root.entry.depth = depth
     const id = parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`
     return makeHandle(
       { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
@@ -293,7 +364,12 @@ const open = (
           connScope: undefined,
           liveSavepoints: new Set(),
           savepointCounter: 0,
-          poisoned: undefined
+          poisoned: undefined,
+          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
+          span: undefined,
+          entry: undefined,
+          outcome: "rolled_back",
+          budgetReported: false
         }
         return openNested(undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
@@ -335,7 +411,8 @@ const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Ef
     level.hooks,
     level.root.manager.hooks,
     info,
-    kind === "beforeCommit" || kind === "beforeRollback" ? (effect) => provideLevel(level, effect) : identity
+    kind === "beforeCommit" || kind === "beforeRollback" ? (effect) => provideLevel(level, effect) : identity,
+    level.root.recorder
   )
 
 /**
@@ -384,6 +461,7 @@ const finish = <A, E>(
         }
         return Effect.flatMap(statements.commit, (committed): Effect.Effect<A, E | Failure> => {
           if (Exit.isSuccess(committed)) {
+            root.outcome = "committed"
             return Effect.flatMap(
               hookInfo(level, "committed"),
               (info) => Effect.zipRight(Effect.ignore(runHooks(level, "afterCommit", info)), exit)
@@ -391,7 +469,10 @@ const finish = <A, E>(
           }
           const failed = Exit.failCause(committed.cause)
           // After CommitOutcomeUnknown, neither afterCommit nor afterRollback: nobody knows which happened.
-          if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") return failed
+          if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
+            root.outcome = "unknown"
+            return failed
+          }
           return Effect.flatMap(
             hookInfo(level, "rolledBack"),
             (info) => Effect.zipRight(afterRollback(level, info), failed)
@@ -435,7 +516,33 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
       }
     })
   )
-  return finish(level, exit, { commit, rollback })
+  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) => record(level, result))
+}
+
+/** Records the end of an outermost transaction: metrics, span, registry. */
+const record = <A, E>(level: Level, result: Exit.Exit<A, E>): Effect.Effect<void> =>
+  Effect.sync(() => {
+    const { root } = level
+    const now = root.manager.clock.unsafeCurrentTimeNanos()
+    const elapsed = now - BigInt(level.handle.startedAt.getTime()) * 1_000_000n
+    root.recorder.ended(root.outcome, errorTag(result), Number(elapsed) / 1e9)
+    if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
+    if (root.span !== undefined) {
+      root.span.attribute("db.transaction.outcome", root.outcome)
+      root.span.attribute("db.transaction.savepoints", root.savepointCounter)
+      root.span.event(root.outcome === "committed" ? "db.transaction.commit" : "db.transaction.rollback", now)
+      root.span.end(now, result)
+    }
+  })
+
+const errorTag = <A, E>(exit: Exit.Exit<A, E>): string | undefined => {
+  if (Exit.isSuccess(exit)) return undefined
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isSome(failure)) {
+    const tag = (failure.value as { readonly _tag?: unknown } | null)?._tag
+    return typeof tag === "string" ? tag : "failure"
+  }
+  return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
 }
 
 const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
@@ -489,6 +596,7 @@ const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A
     result,
     Effect.suspend(() => {
       forgetSavepoints(level)
+      if (root.entry !== undefined) root.entry.depth = level.handle.depth - 1
       return parent === undefined ? Effect.void : lockOf(parent).release(1)
     })
   )
@@ -500,14 +608,21 @@ const close = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | 
 // ---------------------------------------------------------------------------------------------------------------
 // running a body
 
+/** Statements of the body are children of the transaction's span. */
+const withSpan = <R>(level: Level, context: Context.Context<R>): Context.Context<R> =>
+  level.root.span === undefined ? context : Context.add(context, Tracer.ParentSpan, level.root.span)
+
 const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
   Effect.mapInputContext(
     effect,
     (context: Context.Context<Exclude<R, Transaction>>) =>
-      Context.add(
-        Context.add(context, TransactionTag, level.handle),
-        SqlClient.TransactionConnection,
-        [level.root.conn, level.handle.depth] as const
+      withSpan(
+        level,
+        Context.add(
+          Context.add(context, TransactionTag, level.handle),
+          SqlClient.TransactionConnection,
+          [level.root.conn, level.handle.depth] as const
+        )
       ) as Context.Context<R>
   )
 
@@ -565,6 +680,7 @@ const runBody = <A, E, R>(
     const exit = awaited.value
     yield* stopTimer
     if (!timedOut) return exit
+    level.root.recorder.timeout()
     const elapsed = Duration.millis((yield* Clock.currentTimeMillis) - start)
     return Exit.fail(new TransactionError.TransactionTimeout({ name, timeout: timeout!, elapsed }))
   })
@@ -664,7 +780,7 @@ const createSavepoint = (level: Level, name: string | undefined): Effect.Effect<
     return lockOf(level).withPermits(1)(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
       const actual = name ?? nextSavepointName(root)
       if (root.liveSavepoints.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
-      return root.dialect.savepoint(root.conn, actual).pipe(
+      return Effect.zipRight(countSavepoint(root), root.dialect.savepoint(root.conn, actual)).pipe(
         Effect.mapError((error) => classifyError(root.dialect, error)),
         Effect.map(() => {
           const savepoint: Savepoint = { _tag: "Savepoint", name: actual, transactionId: level.handle.id }

@@ -74,7 +74,7 @@ const lockWaitSeconds = (duration: Duration.Duration): number => Math.max(1, Mat
  * `SET TRANSACTION …` (when a level is asked for) and `START TRANSACTION …`, with the lock wait timeout saved and
  * set when asked for, sent in one round trip.
  */
-export const beginSql = (options: ResolvedTransactionOptions): string => {
+export const beginSql = (options: ResolvedTransactionOptions, label?: string | undefined): string => {
   const statements: Array<string> = []
   if (options.lockTimeout !== undefined) {
     statements.push(
@@ -86,7 +86,9 @@ export const beginSql = (options: ResolvedTransactionOptions): string => {
     statements.push(`SET TRANSACTION ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}`)
   }
   statements.push(options.readOnly ? "START TRANSACTION READ ONLY" : "START TRANSACTION")
-  return statements.join("; ")
+  // MySQL has no application name per transaction: a comment shows in the process list and statement history.
+  // The name's characters cannot close a comment.
+  return label === undefined ? statements.join("; ") : `/* effect-sql-tx:${label} */ ${statements.join("; ")}`
 }
 
 /** COMMIT or ROLLBACK, followed by the restore of the lock wait timeout when `begin` changed it. */
@@ -124,7 +126,8 @@ export const mysql: Dialect = {
   dbSystem: "mysql",
   interruptibleReserve: false,
   validate: rejectDeferrable("MySQL/MariaDB"),
-  begin: (conn, options) => exec(conn, beginSql(options)),
+  begin: (conn, options, label) => exec(conn, beginSql(options, label)),
+  subtransactionCache: undefined,
   commit: (conn, options) => Effect.as(exec(conn, endSql("COMMIT", options)), "committed" as const),
   rollback: (conn, options) => exec(conn, endSql("ROLLBACK", options)),
   ...standardSavepoints,

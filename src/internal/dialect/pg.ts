@@ -68,15 +68,21 @@ export const classify = (cause: unknown): ClassifiedCode | undefined => {
 
 const millis = (duration: Duration.Duration): number => Math.max(1, Math.ceil(Duration.toMillis(duration)))
 
+/** A string literal: the name's characters are already restricted, and quotes are doubled all the same. */
+const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
+
 /** @internal The BEGIN statement for the options, all modes folded into it, and the local settings after it. */
-export const beginSql = (options: ResolvedTransactionOptions): string => {
+export const beginSql = (options: ResolvedTransactionOptions, label?: string | undefined): string => {
   const modes: Array<string> = []
   if (options.isolation !== undefined) modes.push(`ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}`)
   if (options.readOnly) modes.push("READ ONLY")
   if (options.deferrable) modes.push("DEFERRABLE")
   const begin = modes.length === 0 ? "BEGIN" : `BEGIN ${modes.join(", ")}`
   // SET LOCAL ends with the transaction, whichever way it ends: nothing to restore.
-  return options.lockTimeout === undefined ? begin : `${begin}; SET LOCAL lock_timeout = ${millis(options.lockTimeout)}`
+  const locals: Array<string> = []
+  if (options.lockTimeout !== undefined) locals.push(`SET LOCAL lock_timeout = ${millis(options.lockTimeout)}`)
+  if (label !== undefined) locals.push(`SET LOCAL application_name = ${literal(`effect-sql-tx:${label}`.slice(0, 63))}`)
+  return [begin, ...locals].join("; ")
 }
 
 /**
@@ -123,7 +129,8 @@ export const pg: Dialect = {
         reason: "PostgreSQL honours DEFERRABLE only with isolation \"serializable\" and readOnly: true"
       })
       : undefined,
-  begin: (conn, options) => exec(conn, beginSql(options)),
+  begin: (conn, options, label) => exec(conn, beginSql(options, label)),
+  subtransactionCache: 64,
   commit: (conn) =>
     Effect.map(
       conn.executeRaw("COMMIT", []),

@@ -51,6 +51,7 @@ export const sqlite: Dialect = {
   dbSystem: "sqlite",
   interruptibleReserve: true,
   validate: rejectDeferrable("SQLite"),
+  subtransactionCache: undefined,
   begin: (conn, options) =>
     Effect.zipRight(
       options.lockTimeout === undefined ? Effect.void : setBusyTimeout(conn, options.lockTimeout),
