@@ -169,7 +169,7 @@ export const withRetry = <Out = unknown, R2 = never>(
         let lastError: unknown = undefined
         // Transactions of an attempt defer their afterRollback hooks here: discarded when the effect runs again,
         // run when withRetry stops, whatever the outcome.
-        const state: RetryAttempt = { attempt: 0, deferred: [] }
+        const state: RetryAttempt = { attempt: 0, deferred: [], lastTransaction: undefined }
         const oneAttempt = Effect.locally(
           Effect.suspend(() => {
             state.attempt++
@@ -191,7 +191,8 @@ export const withRetry = <Out = unknown, R2 = never>(
               attempt++
               const counter = TransactionMetrics.retries.pipe(
                 Metric.tagged("error", errorTag),
-                dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem)
+                dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
+                state.lastTransaction === undefined ? (m) => m : Metric.tagged("transaction", state.lastTransaction)
               )
               return Effect.zipRight(
                 Metric.increment(counter),

@@ -194,6 +194,7 @@ export interface Figures {
   readonly savepoints: number
   readonly hookFailures: number
   readonly longRunning: number
+  readonly savepointBudgetExceeded: number
   readonly active: number
   /** Committed / ended (committed + rolled back), 0 when none ended. */
   readonly successRate: number
@@ -254,7 +255,8 @@ const countersByName: Record<string, keyof Figures> = {
   transaction_retries_total: "retries",
   transaction_savepoints_total: "savepoints",
   transaction_hook_failures_total: "hookFailures",
-  transactions_long_running_total: "longRunning"
+  transactions_long_running_total: "longRunning",
+  transaction_savepoint_budget_exceeded_total: "savepointBudgetExceeded"
 }
 
 const percentile = (accumulator: Accumulator, p: number): number => {
@@ -283,6 +285,7 @@ const figures = (accumulator: Accumulator): Figures => {
     savepoints: count("savepoints"),
     hookFailures: count("hookFailures"),
     longRunning: count("longRunning"),
+    savepointBudgetExceeded: count("savepointBudgetExceeded"),
     active: accumulator.active,
     successRate: ended === 0 ? 0 : count("committed") / ended,
     failureRate: ended === 0 ? 0 : count("failed") / ended,

@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
 import * as HooksSuite from "./suites/HooksSuite.js"
+import * as MetricsSuite from "./suites/MetricsSuite.js"
 import { suite, type Target } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
@@ -21,4 +22,5 @@ const target: Target = {
 
 suite(target)
 HooksSuite.suite(target)
+MetricsSuite.suite(target)
 HooksSuite.propertySuite(target, 50)

@@ -5,7 +5,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, layer } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Layer } from "effect"
-import { Transaction, TransactionLayer } from "../src/index.js"
+import { Transaction, TransactionLayer, TransactionManager } from "../src/index.js"
 import { makeTable, outside } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 import { SentStatements, spy } from "./utils/spy.js"
@@ -130,6 +130,33 @@ describe("mysql: NOWAIT", () => {
         yield* Deferred.succeed(done, undefined)
         yield* Fiber.join(holder)
         assert.strictEqual(error._tag, "LockTimeout")
+      }))
+  })
+})
+
+describe("mysql: observability", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.effect("round trips: a flat transaction with every option is its statements + 2; a nested block adds 2", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const log = yield* SentStatements
+        const labelled = yield* TransactionManager.make({ serverLabel: true })
+        log.length = 0
+        yield* Effect.zipRight(sql`SELECT 1`, sql`SELECT 2`).pipe(
+          Transaction.atomic({
+            name: "all_options",
+            isolation: "serializable",
+            readOnly: true,
+            timeout: "5 seconds",
+            lockTimeout: "1 second"
+          }),
+          Effect.provideService(TransactionManager.TransactionManager, labelled)
+        )
+        assert.strictEqual(log.length, 2 + 2, log.join(" | "))
+        assert.match(log[0]!, /^\/\* effect-sql-tx:all_options \*\/ SET @effect_sql_tx_lock_wait_timeout/)
+        log.length = 0
+        yield* sql`SELECT 1`.pipe(Transaction.atomic(), Transaction.atomic(), Transaction.atomic())
+        assert.strictEqual(log.length, 1 + 2 + 2 * 2, log.join(" | "))
       }))
   })
 })

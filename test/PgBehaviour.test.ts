@@ -6,7 +6,14 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber, Layer } from "effect"
-import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
+import {
+  RetryPolicy,
+  Transaction,
+  TransactionLayer,
+  TransactionManager,
+  TransactionMetrics,
+  withRetry
+} from "../src/index.js"
 import { makeTable, outside } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 import { SentStatements, spy } from "./utils/spy.js"
@@ -258,6 +265,67 @@ describe("pg: retrying", () => {
         assert.isTrue(Either.isRight(retried.result))
         assert.strictEqual(retried.attempts, 2)
         assert.deepStrictEqual(yield* t.ids, [2])
+      }))
+  })
+})
+
+describe("pg: observability", () => {
+  layer(live, { excludeTestServices: true })((it) => {
+    it.scoped("past 64 savepoints a transaction is reported once and counted, or refused when configured", () =>
+      Effect.gen(function*() {
+        const t = yield* makeTable("budget")
+        const savepoints = (n: number, from: number) =>
+          Effect.forEach(Array.from({ length: n }, (_, i) => from + i), (i) => t.insert(i).pipe(Transaction.atomic()), {
+            discard: true
+          })
+        yield* savepoints(70, 0).pipe(Transaction.atomic({ name: "many_savepoints" }))
+        const figures = (yield* TransactionMetrics.snapshot).byName["many_savepoints"]
+        assert.strictEqual(figures?.savepoints, 70)
+        assert.strictEqual(figures?.savepointBudgetExceeded ?? -1, 1)
+        const strict = yield* TransactionManager.make({ failOnSavepointBudget: true })
+        const error = yield* savepoints(70, 100).pipe(
+          Transaction.atomic(),
+          Effect.flip,
+          Effect.provideService(TransactionManager.TransactionManager, strict)
+        )
+        assert.strictEqual(error._tag, "SavepointError")
+      }))
+
+    it.effect("serverLabel shows the transaction's name in pg_stat_activity, in the BEGIN round trip", () =>
+      Effect.gen(function*() {
+        const log = yield* SentStatements
+        const labelled = yield* TransactionManager.make({ serverLabel: true })
+        log.length = 0
+        const seen = yield* setting("application_name").pipe(
+          Transaction.atomic({ name: "checkout" }),
+          Effect.provideService(TransactionManager.TransactionManager, labelled)
+        )
+        assert.strictEqual(seen, "effect-sql-tx:checkout")
+        assert.strictEqual(log[0], "BEGIN; SET LOCAL application_name = 'effect-sql-tx:checkout'")
+        assert.notStrictEqual(yield* setting("application_name"), "effect-sql-tx:checkout")
+      }))
+
+    it.effect("round trips: a flat transaction with every option is its statements + 2; a nested block adds 2", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const log = yield* SentStatements
+        const labelled = yield* TransactionManager.make({ serverLabel: true })
+        log.length = 0
+        yield* Effect.zipRight(sql`SELECT 1`, sql`SELECT 2`).pipe(
+          Transaction.atomic({
+            name: "all_options",
+            isolation: "serializable",
+            readOnly: true,
+            deferrable: true,
+            timeout: "5 seconds",
+            lockTimeout: "1 second"
+          }),
+          Effect.provideService(TransactionManager.TransactionManager, labelled)
+        )
+        assert.strictEqual(log.length, 2 + 2, log.join(" | "))
+        log.length = 0
+        yield* sql`SELECT 1`.pipe(Transaction.atomic(), Transaction.atomic(), Transaction.atomic())
+        assert.strictEqual(log.length, 1 + 2 + 2 * 2, log.join(" | "))
       }))
   })
 })

@@ -23,6 +23,8 @@ export const withoutTransaction = <R>(context: Context.Context<R>): Context.Cont
 export interface RetryAttempt {
   attempt: number
   readonly deferred: Array<Effect.Effect<void>>
+  /** The name of the last transaction of the attempt that ended, to tag the retry with. */
+  lastTransaction: string | undefined
 }
 
 /** @internal */

@@ -516,7 +516,13 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
       }
     })
   )
-  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) => record(level, result))
+  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) =>
+    Effect.zipRight(
+      record(level, result),
+      Effect.map(FiberRef.get(currentRetryAttempt), (retry) => {
+        if (retry !== undefined) retry.lastTransaction = level.handle.name
+      })
+    ))
 }
 
 /** Records the end of an outermost transaction: metrics, span, registry. */
