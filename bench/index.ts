@@ -1,0 +1,395 @@
+/**
+ * `npm run bench`: the cost of effect-sql-tx, measured side by side in one run.
+ *
+ *   npm run bench                       # every scenario, every database
+ *   npm run bench -- --quick            # a short run (CI keeps it working)
+ *   npm run bench -- --json out.json    # also write the figures
+ *   npm run bench -- --only pg,sqlite   # some databases
+ *
+ * Variants of a scenario run in interleaved rounds (A B C D, then D C B A, …) so that the machine's drift hits
+ * them alike; each figure is the median over the rounds, and ratios are taken between medians of the same run.
+ */
+import { MysqlClient } from "@effect/sql-mysql2"
+import { PgClient } from "@effect/sql-pg"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import BetterSqlite3 from "better-sqlite3"
+import { Effect, Layer, ManagedRuntime, Random, Redacted, Schedule } from "effect"
+import * as Mysql from "mysql2"
+import { execFileSync } from "node:child_process"
+import * as Fs from "node:fs"
+import Pg from "pg"
+import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
+
+const args = process.argv.slice(2)
+const quick = args.includes("--quick")
+const jsonFile = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1]!.split(",") : ["pg", "mysql", "sqlite"]
+
+const pgUrl = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+const mysqlUrl = process.env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test"
+const rounds = quick ? 2 : 6
+const table = `bench_${process.pid}`
+
+interface Variant {
+  readonly name: string
+  /** Runs `n` transactions with `concurrency` workers. */
+  readonly run: (n: number, concurrency: number) => Promise<void>
+}
+
+interface Result {
+  readonly database: string
+  readonly scenario: string
+  readonly variant: string
+  /** Median microseconds per transaction (wall time / transactions). */
+  readonly microsPerTx: number
+  readonly samples: ReadonlyArray<number>
+}
+
+const results: Array<Result> = []
+const extra: Record<string, unknown> = {}
+
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 0 ? (sorted[middle - 1]! + sorted[middle]!) / 2 : sorted[middle]!
+}
+
+/** Runs the variants in ABBA rounds after a warm-up, and records the median µs per transaction of each. */
+const measure = async (
+  database: string,
+  scenario: string,
+  variants: ReadonlyArray<Variant>,
+  n: number,
+  concurrency: number
+) => {
+  for (const variant of variants) await variant.run(Math.ceil(n / 4), concurrency) // warm-up
+  const samples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? variants : [...variants].reverse()
+    for (const variant of order) {
+      const start = performance.now()
+      await variant.run(n, concurrency)
+      samples.get(variant.name)!.push(((performance.now() - start) * 1000) / n)
+    }
+  }
+  for (const variant of variants) {
+    const values = samples.get(variant.name)!
+    results.push({ database, scenario, variant: variant.name, microsPerTx: median(values), samples: values })
+  }
+}
+
+/** `n` jobs on `concurrency` promise workers. */
+const workers = async (n: number, concurrency: number, job: (i: number) => Promise<void>) => {
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) await job(next++)
+  }))
+}
+
+const accountOf = (i: number) => (i * 7) % 100
+
+/** The Effect variants of a database: `sql.withTransaction`, `Transaction.atomic` with defaults and with options. */
+const effectVariants = (
+  runtime: ManagedRuntime.ManagedRuntime<SqlClient.SqlClient | Transaction.Transaction | any, unknown>,
+  depth: number
+): ReadonlyArray<Variant> => {
+  const update = (i: number) =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${accountOf(i)}`)
+  const nest = <E, R>(
+    wrap: (effect: Effect.Effect<void, E | any, R>) => Effect.Effect<void, E | any, R>,
+    i: number
+  ) => {
+    let program: Effect.Effect<void, any, any> = Effect.asVoid(update(i))
+    for (let level = 1; level < depth; level++) program = Effect.zipRight(update(i), wrap(program))
+    return wrap(program)
+  }
+  const loop = (tx: (i: number) => Effect.Effect<void, any, any>) => (n: number, concurrency: number) =>
+    runtime.runPromise(
+      Effect.forEach(Array.from({ length: n }, (_, i) => i), tx, { concurrency, discard: true })
+    )
+  return [
+    {
+      name: "sql.withTransaction",
+      run: loop((i) => Effect.flatMap(SqlClient.SqlClient, (sql) => nest(sql.withTransaction, i)))
+    },
+    { name: "Transaction.atomic", run: loop((i) => nest((e) => Transaction.atomic(e), i)) },
+    {
+      name: "atomic + options",
+      run: loop((i) =>
+        nest(
+          (e) =>
+            Transaction.atomic(e, {
+              name: "bench",
+              isolation: "read committed",
+              readOnly: false,
+              timeout: "10 seconds"
+            }),
+          i
+        )
+      )
+    }
+  ]
+}
+
+const setupSql = [
+  `DROP TABLE IF EXISTS ${table}`,
+  `CREATE TABLE ${table} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)`,
+  `INSERT INTO ${table} (id, v) VALUES ${Array.from({ length: 100 }, (_, i) => `(${i}, 0)`).join(", ")}`
+]
+
+const scenarios = async (
+  database: string,
+  raw: Variant,
+  runtime: ManagedRuntime.ManagedRuntime<any, unknown>,
+  sizes: { readonly sequential: number; readonly concurrent: number; readonly nested: number }
+) => {
+  await measure(database, "flat, sequential", [raw, ...effectVariants(runtime, 1)], sizes.sequential, 1)
+  await measure(database, "flat, 16 fibers", [raw, ...effectVariants(runtime, 1)], sizes.concurrent, 16)
+  await measure(database, "3 nested blocks", effectVariants(runtime, 3).slice(0, 2), sizes.nested, 1)
+}
+
+/** The bank workload: 16 workers, 10 accounts, random order; committed transfers per second and retries. */
+const contention = async (database: string, runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
+  const seconds = quick ? 1 : 5
+  const policies: ReadonlyArray<readonly [string, RetryPolicy.RetryPolicy]> = [
+    ["RetryPolicy.default", RetryPolicy.default],
+    ["immediate retry", Schedule.recurs(5)],
+    ["no jitter", RetryPolicy.exponential({ jitter: false })]
+  ]
+  const rows: Array<Record<string, unknown>> = []
+  for (const [name, policy] of policies) {
+    const stats = { committed: 0, attempts: 0, failed: 0 }
+    const transfer = Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const from = yield* Random.nextIntBetween(0, 10)
+      const to = (from + (yield* Random.nextIntBetween(1, 10))) % 10
+      yield* Effect.suspend(() => {
+        stats.attempts++
+        return Effect.zipRight(
+          sql`UPDATE ${sql(table)} SET v = v - 1 WHERE id = ${from}`,
+          sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${to}`
+        )
+      }).pipe(Transaction.atomic({ name: "transfer" }), withRetry(policy))
+      stats.committed++
+    }).pipe(Effect.catchAll(() => Effect.sync(() => stats.failed++)))
+    let stop = false
+    const start = performance.now()
+    await runtime.runPromise(
+      Effect.all([
+        Effect.all(
+          Array.from(
+            { length: 16 },
+            () => Effect.whileLoop({ while: () => !stop, body: () => transfer, step: () => undefined })
+          ),
+          { concurrency: "unbounded", discard: true }
+        ),
+        Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
+      ], { concurrency: "unbounded", discard: true })
+    )
+    const elapsed = (performance.now() - start) / 1000
+    rows.push({
+      policy: name,
+      "committed/s": Math.round(stats.committed / elapsed),
+      "retries per commit": Number(((stats.attempts - stats.committed - stats.failed) / stats.committed).toFixed(3)),
+      "gave up": stats.failed
+    })
+  }
+  extra[`${database} contention`] = rows
+  console.log(`\n${database}: bank workload, 16 workers, 10 accounts, random order, ${seconds} s per policy`)
+  console.table(rows)
+}
+
+/** PostgreSQL TPC-B: pgbench's built-in script with 16 clients, against the same transaction through atomic. */
+const tpcb = async (runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
+  const seconds = quick ? 2 : 10
+  const url = new URL(pgUrl)
+  const pgbenchArgs = ["-h", url.hostname, "-p", url.port || "5432", "-U", url.username || "postgres"]
+  const database = url.pathname.slice(1) || "test"
+  try {
+    execFileSync("pgbench", [...pgbenchArgs, "-i", "-q", "-s", "1", database], { stdio: "pipe" })
+  } catch (error) {
+    console.log(`\npgbench is not available (${String(error).split("\n")[0]}): TPC-B skipped`)
+    return
+  }
+  const output = execFileSync(
+    "pgbench",
+    [...pgbenchArgs, "-n", "-c", "16", "-j", "2", "-T", String(seconds), "-b", "tpcb-like", database],
+    { encoding: "utf8" }
+  )
+  const pgbenchTps = Number(/tps = ([\d.]+)/.exec(output)?.[1])
+  let stop = false
+  let committed = 0
+  const transaction = Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const aid = yield* Random.nextIntBetween(1, 100_001)
+    const tid = yield* Random.nextIntBetween(1, 11)
+    const delta = yield* Random.nextIntBetween(-5000, 5001)
+    yield* sql`UPDATE pgbench_accounts SET abalance = abalance + ${delta} WHERE aid = ${aid}`
+    yield* sql`SELECT abalance FROM pgbench_accounts WHERE aid = ${aid}`
+    yield* sql`UPDATE pgbench_tellers SET tbalance = tbalance + ${delta} WHERE tid = ${tid}`
+    yield* sql`UPDATE pgbench_branches SET bbalance = bbalance + ${delta} WHERE bid = 1`
+    yield* sql`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (${tid}, 1, ${aid}, ${delta}, CURRENT_TIMESTAMP)`
+  }).pipe(Transaction.atomic({ name: "tpcb" }), Effect.tap(() => committed++))
+  const start = performance.now()
+  await runtime.runPromise(
+    Effect.all([
+      Effect.all(
+        Array.from(
+          { length: 16 },
+          () => Effect.whileLoop({ while: () => !stop, body: () => transaction, step: () => undefined })
+        ),
+        { concurrency: "unbounded", discard: true }
+      ),
+      Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
+    ], { concurrency: "unbounded", discard: true })
+  )
+  const oursTps = committed / ((performance.now() - start) / 1000)
+  execFileSync("psql", [
+    ...pgbenchArgs,
+    "-d",
+    database,
+    "-q",
+    "-c",
+    "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"
+  ], { stdio: "pipe" })
+  const row = {
+    "pgbench tps": Math.round(pgbenchTps),
+    "Transaction.atomic tps": Math.round(oursTps),
+    ratio: Number((oursTps / pgbenchTps).toFixed(3))
+  }
+  extra["pg tpc-b"] = row
+  console.log(`\npg: TPC-B (scale 1), 16 clients, ${seconds} s each`)
+  console.table([row])
+}
+
+const pgBench = async () => {
+  const pool = new Pg.Pool({ connectionString: pgUrl, max: 16 })
+  for (const sql of setupSql) await pool.query(sql)
+  const raw: Variant = {
+    name: "raw pg",
+    run: (n, concurrency) =>
+      workers(n, concurrency, async (i) => {
+        const client = await pool.connect()
+        await client.query("BEGIN")
+        await client.query(`UPDATE ${table} SET v = v + 1 WHERE id = $1`, [accountOf(i)])
+        await client.query("COMMIT")
+        client.release()
+      })
+  }
+  // Deadlocks are looked for after deadlock_timeout (1 s by default): the contention pool lowers it to 20 ms.
+  const client = PgClient.layer({ url: Redacted.make(pgUrl), maxConnections: 16 })
+  const runtime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(client)))
+  await scenarios(
+    "pg",
+    raw,
+    runtime,
+    quick ? { sequential: 200, concurrent: 400, nested: 100 } : { sequential: 1500, concurrent: 6000, nested: 800 }
+  )
+  const contentionRuntime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(PgClient.layer({
+    url: Redacted.make(
+      `${pgUrl}${pgUrl.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c deadlock_timeout=20ms")}`
+    ),
+    maxConnections: 16
+  }))))
+  await contention("pg", contentionRuntime)
+  await tpcb(runtime)
+  await pool.query(`DROP TABLE ${table}`)
+  await Promise.all([runtime.dispose(), contentionRuntime.dispose(), pool.end()])
+}
+
+const mysqlBench = async () => {
+  const pool = Mysql.createPool({ uri: mysqlUrl, connectionLimit: 16 }).promise()
+  for (const sql of setupSql) await pool.query(sql)
+  const raw: Variant = {
+    name: "raw mysql2",
+    run: (n, concurrency) =>
+      workers(n, concurrency, async (i) => {
+        const conn = await pool.getConnection()
+        await conn.query("START TRANSACTION")
+        await conn.query(`UPDATE ${table} SET v = v + 1 WHERE id = ?`, [accountOf(i)])
+        await conn.query("COMMIT")
+        conn.release()
+      })
+  }
+  const runtime = ManagedRuntime.make(
+    TransactionLayer.pipe(Layer.provideMerge(MysqlClient.layer({ url: Redacted.make(mysqlUrl), maxConnections: 16 })))
+  )
+  await scenarios(
+    "mysql",
+    raw,
+    runtime,
+    quick ? { sequential: 200, concurrent: 400, nested: 100 } : { sequential: 1500, concurrent: 6000, nested: 800 }
+  )
+  await contention("mysql", runtime)
+  await pool.query(`DROP TABLE ${table}`)
+  await Promise.all([runtime.dispose(), pool.end()])
+}
+
+const sqliteBench = async () => {
+  const db = new BetterSqlite3(":memory:")
+  for (const sql of setupSql) db.exec(sql)
+  const update = db.prepare(`UPDATE ${table} SET v = v + 1 WHERE id = ?`)
+  const begin = db.prepare("BEGIN")
+  const commit = db.prepare("COMMIT")
+  const raw: Variant = {
+    name: "raw better-sqlite3",
+    run: async (n) => {
+      for (let i = 0; i < n; i++) {
+        begin.run()
+        update.run(accountOf(i))
+        commit.run()
+      }
+    }
+  }
+  const client = SqliteClient.layer({ filename: ":memory:" })
+  const runtime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(client)))
+  await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(setupSql, (s) => sql.unsafe(s))))
+  await scenarios(
+    "sqlite",
+    raw,
+    runtime,
+    quick
+      ? { sequential: 1000, concurrent: 1000, nested: 500 }
+      : { sequential: 20000, concurrent: 20000, nested: 10000 }
+  )
+  await runtime.dispose()
+  db.close()
+}
+
+const report = () => {
+  const rows = results.map((r) => {
+    const base = results.find((b) =>
+      b.database === r.database && b.scenario === r.scenario && b.variant === "sql.withTransaction"
+    )
+    const raw = results.find((b) =>
+      b.database === r.database && b.scenario === r.scenario && b.variant.startsWith("raw")
+    )
+    return {
+      database: r.database,
+      scenario: r.scenario,
+      variant: r.variant,
+      "µs/tx": Number(r.microsPerTx.toFixed(1)),
+      "× withTransaction": base === undefined ? "" : Number((r.microsPerTx / base.microsPerTx).toFixed(3)),
+      "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3))
+    }
+  })
+  console.log(`\nmedians of ${rounds} interleaved rounds${quick ? " (quick)" : ""}`)
+  console.table(rows)
+  if (jsonFile !== undefined) {
+    Fs.writeFileSync(jsonFile, JSON.stringify({ quick, rounds, results: rows, samples: results, ...extra }, null, 2))
+    console.log(`written to ${jsonFile}`)
+  }
+}
+
+const main = async () => {
+  if (only.includes("sqlite")) await sqliteBench()
+  if (only.includes("pg")) await pgBench()
+  if (only.includes("mysql")) await mysqlBench()
+  report()
+}
+
+main().catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
