@@ -81,6 +81,13 @@ export interface TransactionManagerConfig {
    * `/* effect-sql-tx:<name> *\/` on START TRANSACTION. Default `false`.
    */
   readonly serverLabel?: boolean | undefined
+  /**
+   * Run every transaction's body in a fiber of its own, so that an interruption cancels the statement in flight
+   * on the server before the body is interrupted, as a `timeout` does. Without it, an interrupted PostgreSQL
+   * statement is cancelled by `@effect/sql-pg` through a pool connection, which waits for a free one (up to 5 s)
+   * when the pool is saturated. Costs a fiber per transaction. Default `false`.
+   */
+  readonly superviseInterruption?: boolean | undefined
 }
 
 /**
@@ -120,6 +127,7 @@ export interface TransactionManager {
   readonly longRunningThreshold: Duration.Duration
   readonly failOnSavepointBudget: boolean
   readonly serverLabel: boolean
+  readonly superviseInterruption: boolean
   /** The clock transactions are timed with. */
   readonly clock: Clock.Clock
   /** The outermost transactions running now, by id (live entries: read them through `active`). */
@@ -167,6 +175,7 @@ export const make = (
       longRunningThreshold,
       failOnSavepointBudget: config.failOnSavepointBudget === true,
       serverLabel: config.serverLabel === true,
+      superviseInterruption: config.superviseInterruption === true,
       clock,
       registry,
       active: Effect.sync(() =>

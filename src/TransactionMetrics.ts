@@ -17,10 +17,22 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricState from "effect/MetricState"
 
-const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
+/**
+ * @internal
+ * The keys of the metrics: the library updates metrics made from tagged keys, whose registry hook is found once,
+ * rather than `Metric.tagged` metrics, which build a new key at every update.
+ */
+export const keys = {} as Record<string, MetricKey.MetricKey<any>>
+
+const counter = (name: string, description: string): Metric.Metric.Counter<number> => {
+  const key = MetricKey.counter(name, { description, incremental: true })
+  keys[name] = key
+  return Metric.fromMetricKey(key)
+}
 
 /**
  * `transactions_started_total`: outermost transactions begun.
@@ -160,10 +172,12 @@ export const durationBoundaries: MetricBoundaries.MetricBoundaries = MetricBound
  * @since 0.1.0
  * @category metrics
  */
-export const duration = Metric.histogram(
-  "transaction_duration_seconds",
-  durationBoundaries,
-  "Transaction duration from BEGIN to the end of COMMIT or ROLLBACK"
+export const duration: Metric.Metric.Histogram<number> = Metric.fromMetricKey(
+  keys["transaction_duration_seconds"] = MetricKey.histogram(
+    "transaction_duration_seconds",
+    durationBoundaries,
+    "Transaction duration from BEGIN to the end of COMMIT or ROLLBACK"
+  )
 )
 
 /**
@@ -172,7 +186,9 @@ export const duration = Metric.histogram(
  * @since 0.1.0
  * @category metrics
  */
-export const active = Metric.gauge("transactions_active", { description: "Transactions running now" })
+export const active: Metric.Metric.Gauge<number> = Metric.fromMetricKey(
+  keys["transactions_active"] = MetricKey.gauge("transactions_active", { description: "Transactions running now" })
+)
 
 /**
  * The figures of one transaction name (or of all of them) in a {@link Snapshot}.

@@ -74,14 +74,19 @@ interface Level {
   readonly hooks: Array<Hooks.Hook>
 }
 
-const levels = new WeakMap<Transaction, Level>()
+/** Where a handle keeps its block (a symbol: not part of the public `Transaction`). */
+const LevelKey: unique symbol = Symbol.for("effect-sql-tx/Level")
 
-const levelOf = (handle: Transaction): Level => levels.get(handle)!
+interface HandleWithLevel extends Transaction {
+  readonly [LevelKey]: Level
+}
 
-const hookRegistry = new WeakMap<Transaction, (hook: Hooks.Hook) => void>()
+const levelOf = (handle: Transaction): Level => (handle as HandleWithLevel)[LevelKey]
 
 /** @internal Registers a hook on the block of a handle. */
-export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => hookRegistry.get(handle)!(hook)
+export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => {
+  levelOf(handle).hooks.push(hook)
+}
 
 const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
 
@@ -200,39 +205,43 @@ const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet = f
 // opening a block
 
 const makeHandle = (
-  level: Omit<Level, "handle">,
+  block: Omit<Level, "handle">,
   info: TransactionInfo
 ): Level => {
-  const handle: Transaction = {
-    ...info,
-    savepoint: (name) => createSavepoint(levelOf(handle), name),
-    rollbackTo: (savepoint) => rollbackToSavepoint(levelOf(handle), savepoint),
-    release: (savepoint) => releaseSavepoint(levelOf(handle), savepoint),
+  const level = block as Level
+  const handle: HandleWithLevel = {
+    id: info.id,
+    name: info.name,
+    depth: info.depth,
+    options: info.options,
+    startedAt: info.startedAt,
+    attempt: info.attempt,
+    savepoint: (name) => createSavepoint(level, name),
+    rollbackTo: (savepoint) => rollbackToSavepoint(level, savepoint),
+    release: (savepoint) => releaseSavepoint(level, savepoint),
     setRollbackOnly: Effect.sync(() => {
-      levelOf(handle).rollbackOnly = true
-    })
+      level.rollbackOnly = true
+    }),
+    [LevelKey]: level
   }
-  hookRegistry.set(handle, (hook) => levelOf(handle).hooks.push(hook))
-  const full: Level = { ...level, handle }
-  levels.set(handle, full)
-  return full
+  ;(level as { handle: Transaction }).handle = handle
+  return level
 }
 
 const info = (
+  manager: TransactionManager,
   id: string,
   depth: number,
   options: ResolvedTransactionOptions
 ): Effect.Effect<TransactionInfo> =>
-  Effect.zipWith(
-    Clock.currentTimeMillis,
-    FiberRef.get(currentRetryAttempt),
-    (now, retry): TransactionInfo => ({
+  Effect.withFiberRuntime((fiber) =>
+    Effect.succeed({
       id,
       name: options.name,
       depth,
       options,
-      startedAt: new Date(now),
-      attempt: retry?.attempt ?? 1
+      startedAt: new Date(manager.clock.unsafeCurrentTimeMillis()),
+      attempt: fiber.getFiberRef(currentRetryAttempt)?.attempt ?? 1
     })
   )
 
@@ -250,9 +259,9 @@ const openRoot = (
 ): Effect.Effect<Level, Failure> =>
   Effect.gen(function*() {
     const dialect = manager.dialect
-    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolve(manager.defaults, options, dialect))
+    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolveCached(manager.defaults, options, dialect))
     const [conn, connScope] = yield* Effect.mapError(reserve(manager, restore), (e) => classifyError(dialect, e))
-    const handleInfo = yield* info(manager.nextId(), 0, resolved)
+    const handleInfo = yield* info(manager, manager.nextId(), 0, resolved)
     const span = yield* Effect.makeSpan("effect_sql_tx.transaction", {
       kind: "client",
       captureStackTrace: false,
@@ -328,7 +337,7 @@ const openNested = (
     const id = parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`
     return makeHandle(
       { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
-      yield* info(id, depth, resolved)
+      yield* info(root.manager, id, depth, resolved)
     )
   })
 
@@ -404,6 +413,9 @@ const infoOf = ({ attempt, depth, id, name, options, startedAt }: TransactionInf
   attempt
 })
 
+/** Whether a block that ends the transaction has hooks to run (most have none: they skip all of it). */
+const hasHooks = (level: Level): boolean => level.hooks.length > 0 || level.root.manager.hooks !== undefined
+
 /** Runs the hooks of a kind for a block that ends the transaction (the outermost, or one joined to a foreign one). */
 const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Effect<void, unknown> =>
   Hooks.run(
@@ -443,15 +455,29 @@ const finish = <A, E>(
   const { root } = level
   const { dialect } = root
   const rollbackWith = (result: Exit.Exit<A, E | Failure>): Effect.Effect<A, E | Failure> =>
-    Effect.flatMap(hookInfo(level, "rolledBack"), (info) =>
-      Effect.ignore(runHooks(level, "beforeRollback", info)).pipe(
-        Effect.zipRight(statements.rollback),
-        Effect.zipRight(afterRollback(level, info)),
-        Effect.zipRight(result)
-      ))
+    !hasHooks(level) ?
+      Effect.zipRight(statements.rollback, result) :
+      Effect.flatMap(hookInfo(level, "rolledBack"), (info) =>
+        Effect.ignore(runHooks(level, "beforeRollback", info)).pipe(
+          Effect.zipRight(statements.rollback),
+          Effect.zipRight(afterRollback(level, info)),
+          Effect.zipRight(result)
+        ))
   if (Exit.isFailure(exit)) return rollbackWith(classifyExit(dialect, exit))
   if (root.poisoned !== undefined) return rollbackWith(Exit.fail(root.poisoned))
   if (level.rollbackOnly) return rollbackWith(exit)
+  if (!hasHooks(level)) {
+    return Effect.flatMap(statements.commit, (committed): Effect.Effect<A, E | Failure> => {
+      if (Exit.isSuccess(committed)) {
+        root.outcome = "committed"
+        return exit
+      }
+      if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
+        root.outcome = "unknown"
+      }
+      return Exit.failCause(committed.cause)
+    })
+  }
   return Effect.flatMap(
     hookInfo(level, undefined),
     (info) =>
@@ -647,11 +673,12 @@ const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect
     ))
 
 /**
- * Runs the body of a block. Where a statement can be cancelled on the server (PostgreSQL, MySQL), the body runs in
- * a fiber of its own, so that an interruption, or the `timeout` of the block, first cancels the statement in
- * flight, then interrupts the body: interrupting the statement alone would leave it running (mysql2) or need a
- * free pool slot to cancel it (`@effect/sql-pg` runs `pg_cancel_backend` over the pool). When the timeout expires
- * the block fails with `TransactionTimeout`.
+ * Runs the body of a block. With a `timeout` (or the manager's `superviseInterruption`), the body runs in a fiber
+ * of its own, so that the timeout, or an interruption, first cancels the statement in flight on the server, then
+ * interrupts the body: interrupting the statement alone would leave it running (mysql2) or need a free pool slot
+ * to cancel it (`@effect/sql-pg` runs `pg_cancel_backend` over the pool). When the timeout expires the block fails
+ * with `TransactionTimeout`. Without them the body runs in place (a fiber less per transaction); an interrupted
+ * mysql2 statement is still cancelled before ROLLBACK (`rollbackRoot`).
  */
 const runBody = <A, E, R>(
   level: Level,
@@ -660,7 +687,9 @@ const runBody = <A, E, R>(
 ): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
   const body = restore(provideLevel(level, effect))
   const { name, timeout } = level.handle.options
-  if (timeout === undefined && !level.root.dialect.cancellable) return Effect.exit(body)
+  const supervised = timeout !== undefined ||
+    (level.root.manager.superviseInterruption && level.root.dialect.cancellable)
+  if (!supervised) return Effect.exit(body)
   return Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
     const fiber = yield* Effect.fork(body)

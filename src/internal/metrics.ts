@@ -3,6 +3,8 @@
  * once and updated synchronously, so that a transaction pays a few map lookups, not a metric key per update.
  */
 import * as Metric from "effect/Metric"
+import * as MetricKey from "effect/MetricKey"
+import * as MetricLabel from "effect/MetricLabel"
 import type { DbSystem } from "../Dialect.js"
 import * as TransactionMetrics from "../TransactionMetrics.js"
 
@@ -26,20 +28,21 @@ export interface Recorder {
 const recorders = new Map<string, Recorder>()
 
 const make = (name: string, dbSystem: DbSystem): Recorder => {
-  const tag = <M extends Metric.Metric<any, any, any>>(metric: M): M =>
-    Metric.tagged(Metric.tagged(metric, "transaction", name), "db_system", dbSystem) as M
-  const started = tag(TransactionMetrics.started)
-  const committed = tag(TransactionMetrics.committed)
-  const rolledBack = tag(TransactionMetrics.rolledBack)
-  const savepoints = tag(TransactionMetrics.savepoints)
-  const timeouts = tag(TransactionMetrics.timeouts)
-  const longRunning = tag(TransactionMetrics.longRunning)
-  const budget = tag(TransactionMetrics.savepointBudgetExceeded)
-  const active = tag(TransactionMetrics.active)
+  const labels = [MetricLabel.make("transaction", name), MetricLabel.make("db_system", dbSystem)]
+  const tag = <M extends Metric.Metric<any, any, any>>(metric: string, ...extra: Array<MetricLabel.MetricLabel>): M =>
+    Metric.fromMetricKey(MetricKey.taggedWithLabels(TransactionMetrics.keys[metric]!, [...labels, ...extra])) as any
+  const started = tag<Counter>("transactions_started_total")
+  const committed = tag<Counter>("transactions_committed_total")
+  const rolledBack = tag<Counter>("transactions_rolled_back_total")
+  const savepoints = tag<Counter>("transaction_savepoints_total")
+  const timeouts = tag<Counter>("transaction_timeouts_total")
+  const longRunning = tag<Counter>("transactions_long_running_total")
+  const budget = tag<Counter>("transaction_savepoint_budget_exceeded_total")
+  const active = tag<Metric.Metric.Gauge<number>>("transactions_active")
   const byError: Record<string, Counter | undefined> = {
-    DeadlockDetected: tag(TransactionMetrics.deadlocks),
-    SerializationFailure: tag(TransactionMetrics.serializationFailures),
-    LockTimeout: tag(TransactionMetrics.lockTimeouts)
+    DeadlockDetected: tag("transaction_deadlocks_total"),
+    SerializationFailure: tag("transaction_serialization_failures_total"),
+    LockTimeout: tag("transaction_lock_timeouts_total")
   }
   const failed = new Map<string, Counter>()
   const hookFailures = new Map<string, Counter>()
@@ -57,7 +60,7 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
     hookFailed: (hook) => {
       let counter = hookFailures.get(hook)
       if (counter === undefined) {
-        counter = Metric.tagged(tag(TransactionMetrics.hookFailures), "hook", hook)
+        counter = tag<Counter>("transaction_hook_failures_total", MetricLabel.make("hook", hook))
         hookFailures.set(hook, counter)
       }
       counter.unsafeUpdate(1, [])
@@ -69,7 +72,7 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
       if (error !== undefined) {
         let counter = failed.get(error)
         if (counter === undefined) {
-          counter = Metric.tagged(tag(TransactionMetrics.failed), "error", error)
+          counter = tag<Counter>("transactions_failed_total", MetricLabel.make("error", error))
           failed.set(error, counter)
         }
         counter.unsafeUpdate(1, [])
@@ -77,7 +80,10 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
       }
       let histogram = durations.get(outcome)
       if (histogram === undefined) {
-        histogram = Metric.tagged(tag(TransactionMetrics.duration), "outcome", outcome)
+        histogram = tag<Metric.Metric.Histogram<number>>(
+          "transaction_duration_seconds",
+          MetricLabel.make("outcome", outcome)
+        )
         durations.set(outcome, histogram)
       }
       histogram.unsafeUpdate(seconds, [])

@@ -102,6 +102,36 @@ export const resolve = (
     return refused === undefined ? resolved : yield* Either.left(refused)
   })
 
+/**
+ * @internal
+ * `resolve`, remembered per manager defaults and options object: `atomic(options)` in a pipeline keeps its options
+ * object, so a transaction pays for their validation once.
+ */
+export const resolveCached = (
+  defaults: TransactionOptions,
+  options: TransactionOptions | undefined,
+  dialect: Dialect
+): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions> => {
+  let byOptions = cache.get(defaults)
+  if (byOptions === undefined) {
+    byOptions = new WeakMap()
+    cache.set(defaults, byOptions)
+  }
+  const key = options ?? noOptions
+  let found = byOptions.get(key)
+  if (found === undefined) {
+    found = resolve(defaults, options, dialect)
+    byOptions.set(key, found)
+  }
+  return found
+}
+
+const noOptions: TransactionOptions = {}
+const cache = new WeakMap<
+  TransactionOptions,
+  WeakMap<TransactionOptions, Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions>>
+>()
+
 const definedOnly = (options: TransactionOptions): TransactionOptions =>
   Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
 
@@ -115,7 +145,7 @@ export const resolveNested = (
   options: TransactionOptions | undefined
 ): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions | TransactionOptionsConflict> =>
   Either.gen(function*() {
-    if (options === undefined) return { ...parent, timeout: undefined }
+    if (options === undefined) return parent.timeout === undefined ? parent : { ...parent, timeout: undefined }
     const given = yield* validate(options)
     const conflict = (option: string, parentValue: unknown, requested: unknown) =>
       Either.left(new TransactionOptionsConflict({ option, parent: parentValue, requested }))

@@ -6,7 +6,14 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Deferred, Duration, Effect, Either, Fiber, Layer, Random, Scope } from "effect"
-import { RetryPolicy, Transaction, TransactionError, TransactionLayer, withRetry } from "../../src/index.js"
+import {
+  RetryPolicy,
+  Transaction,
+  TransactionError,
+  TransactionLayer,
+  TransactionManager,
+  withRetry
+} from "../../src/index.js"
 import type { PoolOptions } from "../utils/databases.js"
 import { makeTable } from "./TransactionSuite.js"
 
@@ -167,15 +174,20 @@ export const suite = (target: ContentionTarget) => {
           assert.deepStrictEqual(yield* t.ids, [1, 3])
         }))
 
-      it.scoped("interrupting a transaction cancels its statement on the server", () =>
+      it.scoped("interrupting a transaction cancels its statement on the server (superviseInterruption)", () =>
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
           const admin = yield* target.admin
+          const supervised = yield* TransactionManager.make({ superviseInterruption: true })
           const started = yield* Deferred.make<number>()
           const fiber = yield* Effect.gen(function*() {
             yield* Deferred.succeed(started, yield* target.connectionId)
             yield* sql.unsafe(target.sleep(30))
-          }).pipe(Transaction.atomic(), Effect.fork)
+          }).pipe(
+            Transaction.atomic(),
+            Effect.provideService(TransactionManager.TransactionManager, supervised),
+            Effect.fork
+          )
           const connectionId = yield* Deferred.await(started)
           yield* Effect.sleep("200 millis")
           const start = Date.now()
@@ -185,6 +197,38 @@ export const suite = (target: ContentionTarget) => {
           assert.isFalse(yield* target.isRunning(connectionId).pipe(Effect.provideService(SqlClient.SqlClient, admin)))
           yield* Transaction.atomic(Effect.void).pipe(Effect.timeout("5 seconds"))
         }))
+    })
+  })
+
+  describe(`${target.name}: interruption without supervision`, () => {
+    const single = TransactionLayer.pipe(Layer.provideMerge(target.layer({ maxConnections: 1 })))
+    layer(single, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+      it.scoped(
+        "an interrupted statement does not outlive its transaction, even on a pool of one",
+        () =>
+          Effect.gen(function*() {
+            const sql = yield* SqlClient.SqlClient
+            const admin = yield* target.admin
+            const started = yield* Deferred.make<number>()
+            const fiber = yield* Effect.gen(function*() {
+              yield* Deferred.succeed(started, yield* target.connectionId)
+              yield* sql.unsafe(target.sleep(30))
+            }).pipe(Transaction.atomic(), Effect.fork)
+            const connectionId = yield* Deferred.await(started)
+            yield* Effect.sleep("200 millis")
+            const start = Date.now()
+            yield* Fiber.interrupt(fiber)
+            // mysql2: interrupted at once, then KILL QUERY before ROLLBACK. pg: @effect/sql-pg's cancel waits for a
+            // pool slot (5 s at most) before the transaction cancels the statement itself, before ROLLBACK.
+            yield* Effect.log(`${target.name}: an unsupervised interruption took ${elapsedSince(start)} ms`)
+            assert.isBelow(elapsedSince(start), 10_000)
+            assert.isFalse(
+              yield* target.isRunning(connectionId).pipe(Effect.provideService(SqlClient.SqlClient, admin))
+            )
+            yield* Transaction.atomic(Effect.void).pipe(Effect.timeout("5 seconds"))
+          }),
+        30_000
+      )
     })
   })
 
