@@ -347,8 +347,10 @@ const open = (
   bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Level, Failure, TransactionManager> =>
-  Effect.flatMap(TransactionManager, (manager) =>
-    Effect.flatMap(Effect.context<never>(), (context) => {
+  Effect.withFiberRuntime((fiber) => {
+    const context = fiber.currentContext
+    const manager = Context.unsafeGet(context, TransactionManager)
+    {
       const current = Context.getOption(context, TransactionTag)
       if (Option.isSome(current)) {
         const parent = levelOf(current.value)
@@ -383,7 +385,8 @@ const open = (
         return openNested(undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
       return openRoot(manager, options, bounded, restore)
-    }))
+    }
+  })
 
 // ---------------------------------------------------------------------------------------------------------------
 // closing a block
@@ -542,19 +545,16 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
       }
     })
   )
-  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) =>
-    Effect.zipRight(
-      record(level, result),
-      Effect.map(FiberRef.get(currentRetryAttempt), (retry) => {
-        if (retry !== undefined) retry.lastTransaction = level.handle.name
-      })
-    ))
+  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) => record(level, result))
 }
 
 /** Records the end of an outermost transaction: metrics, span, registry. */
 const record = <A, E>(level: Level, result: Exit.Exit<A, E>): Effect.Effect<void> =>
-  Effect.sync(() => {
+  Effect.withFiberRuntime((fiber) => {
     const { root } = level
+    // Tell the enclosing withRetry which transaction a retry is for (its metric's tag).
+    const retry = fiber.getFiberRef(currentRetryAttempt)
+    if (retry !== undefined) retry.lastTransaction = level.handle.name
     const now = root.manager.clock.unsafeCurrentTimeNanos()
     const elapsed = now - BigInt(level.handle.startedAt.getTime()) * 1_000_000n
     root.recorder.ended(root.outcome, errorTag(result), Number(elapsed) / 1e9)
@@ -565,6 +565,7 @@ const record = <A, E>(level: Level, result: Exit.Exit<A, E>): Effect.Effect<void
       root.span.event(root.outcome === "committed" ? "db.transaction.commit" : "db.transaction.rollback", now)
       root.span.end(now, result)
     }
+    return Effect.void
   })
 
 const errorTag = <A, E>(exit: Exit.Exit<A, E>): string | undefined => {

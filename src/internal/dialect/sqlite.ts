@@ -32,9 +32,13 @@ const restoreBusyTimeout = (conn: Connection): Effect.Effect<void, SqlError> =>
     return saved === undefined ? Effect.void : exec(conn, `PRAGMA busy_timeout = ${saved}`)
   })
 
+/** Whether `begin` changed session state that the end of the transaction must restore. */
+const changesSession = (options: ResolvedTransactionOptions): boolean =>
+  options.readOnly || options.lockTimeout !== undefined
+
 /** Restores the session state that `begin` changed, whatever happened to the statement before. */
 const reset = (conn: Connection, options: ResolvedTransactionOptions): Effect.Effect<void> =>
-  Effect.ignore(Effect.zipRight(
+  !changesSession(options) ? Effect.void : Effect.ignore(Effect.zipRight(
     options.readOnly ? exec(conn, "PRAGMA query_only = OFF") : Effect.void,
     options.lockTimeout === undefined ? Effect.void : restoreBusyTimeout(conn)
   ))
@@ -52,17 +56,20 @@ export const sqlite: Dialect = {
   interruptibleReserve: true,
   validate: rejectDeferrable("SQLite"),
   subtransactionCache: undefined,
-  begin: (conn, options) =>
-    Effect.zipRight(
-      options.lockTimeout === undefined ? Effect.void : setBusyTimeout(conn, options.lockTimeout),
-      options.readOnly
-        ? Effect.zipRight(exec(conn, "BEGIN"), exec(conn, "PRAGMA query_only = ON"))
-        : exec(conn, "BEGIN IMMEDIATE")
-    ),
+  begin: (conn, options) => {
+    const begin = options.readOnly
+      ? Effect.zipRight(exec(conn, "BEGIN"), exec(conn, "PRAGMA query_only = ON"))
+      : exec(conn, "BEGIN IMMEDIATE")
+    return options.lockTimeout === undefined ? begin : Effect.zipRight(setBusyTimeout(conn, options.lockTimeout), begin)
+  },
   // A refused COMMIT leaves the transaction open (the lifecycle rolls back next): reset only after a success.
   commit: (conn, options) =>
-    Effect.as(Effect.zipLeft(exec(conn, "COMMIT"), reset(conn, options)), "committed" as const),
-  rollback: (conn, options) => Effect.ensuring(exec(conn, "ROLLBACK"), reset(conn, options)),
+    Effect.as(
+      changesSession(options) ? Effect.zipLeft(exec(conn, "COMMIT"), reset(conn, options)) : exec(conn, "COMMIT"),
+      "committed" as const
+    ),
+  rollback: (conn, options) =>
+    changesSession(options) ? Effect.ensuring(exec(conn, "ROLLBACK"), reset(conn, options)) : exec(conn, "ROLLBACK"),
   ...standardSavepoints,
   rollbackAndReleaseSavepoint: (conn, name) =>
     Effect.zipRight(exec(conn, `ROLLBACK TO SAVEPOINT ${name}`), exec(conn, `RELEASE SAVEPOINT ${name}`)),
