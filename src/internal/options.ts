@@ -45,11 +45,34 @@ export const positiveDuration = (
   return Either.right(decoded.value)
 }
 
-const optionalBoolean = (
-  option: string,
-  value: unknown
-): Either.Either<boolean | undefined, InvalidTransactionOptions> =>
-  value === undefined || typeof value === "boolean" ? Either.right(value) : invalid(option, value, "expected a boolean")
+/** The first invalid option, or `undefined`. Plain code: it runs for every transaction given an options object. */
+const firstInvalid = (options: TransactionOptions): InvalidTransactionOptions | undefined => {
+  if (options.name !== undefined && (typeof options.name !== "string" || !namePattern.test(options.name))) {
+    return new InvalidTransactionOptions({
+      option: "name",
+      value: options.name,
+      reason: "expected 1 to 100 letters, digits, spaces or _ . : / - (names label metrics: keep the set small)"
+    })
+  }
+  if (options.isolation !== undefined && !IsolationLevel.isIsolationLevel(options.isolation)) {
+    return new InvalidTransactionOptions({
+      option: "isolation",
+      value: options.isolation,
+      reason: `expected one of ${IsolationLevel.all.join(", ")}`
+    })
+  }
+  for (const option of ["readOnly", "deferrable"] as const) {
+    const value = options[option]
+    if (value !== undefined && typeof value !== "boolean") {
+      return new InvalidTransactionOptions({ option, value, reason: "expected a boolean" })
+    }
+  }
+  for (const option of ["timeout", "lockTimeout"] as const) {
+    const checked = positiveDuration(option, options[option])
+    if (Either.isLeft(checked)) return checked.left
+  }
+  return undefined
+}
 
 /**
  * @internal
@@ -58,49 +81,38 @@ const optionalBoolean = (
  */
 export const validate = (
   options: TransactionOptions
-): Either.Either<TransactionOptions, InvalidTransactionOptions> =>
-  Either.gen(function*() {
-    if (options.name !== undefined && (typeof options.name !== "string" || !namePattern.test(options.name))) {
-      return yield* invalid(
-        "name",
-        options.name,
-        "expected 1 to 100 letters, digits, spaces or _ . : / - (names label metrics: keep the set small)"
-      )
-    }
-    if (options.isolation !== undefined && !IsolationLevel.isIsolationLevel(options.isolation)) {
-      return yield* invalid("isolation", options.isolation, `expected one of ${IsolationLevel.all.join(", ")}`)
-    }
-    yield* optionalBoolean("readOnly", options.readOnly)
-    yield* optionalBoolean("deferrable", options.deferrable)
-    yield* positiveDuration("timeout", options.timeout)
-    yield* positiveDuration("lockTimeout", options.lockTimeout)
-    return options
-  })
+): Either.Either<TransactionOptions, InvalidTransactionOptions> => {
+  const invalidOption = firstInvalid(options)
+  return invalidOption === undefined ? Either.right(options) : Either.left(invalidOption)
+}
+
+const durationOf = (input: Duration.DurationInput | undefined): Duration.Duration | undefined =>
+  input === undefined ? undefined : Duration.decode(input)
 
 /**
  * @internal
- * The options of an outermost transaction: the given ones over the manager's defaults, checked against what the
- * database can honour.
+ * The options of an outermost transaction: the given ones over the manager's defaults (already validated),
+ * checked against what the database can honour.
  */
 export const resolve = (
   defaults: TransactionOptions,
   options: TransactionOptions | undefined,
   dialect: Dialect
-): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions> =>
-  Either.gen(function*() {
-    const given = options === undefined ? {} : yield* validate(options)
-    const merged = { ...defaults, ...definedOnly(given) }
-    const resolved: ResolvedTransactionOptions = {
-      name: merged.name ?? defaultName,
-      isolation: merged.isolation,
-      readOnly: merged.readOnly ?? false,
-      deferrable: merged.deferrable ?? false,
-      timeout: yield* positiveDuration("timeout", merged.timeout),
-      lockTimeout: yield* positiveDuration("lockTimeout", merged.lockTimeout)
-    }
-    const refused = dialect.validate(resolved)
-    return refused === undefined ? resolved : yield* Either.left(refused)
-  })
+): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions> => {
+  const given = options ?? {}
+  const invalidOption = options === undefined ? undefined : firstInvalid(options)
+  if (invalidOption !== undefined) return Either.left(invalidOption)
+  const resolved: ResolvedTransactionOptions = {
+    name: given.name ?? defaults.name ?? defaultName,
+    isolation: given.isolation ?? defaults.isolation,
+    readOnly: given.readOnly ?? defaults.readOnly ?? false,
+    deferrable: given.deferrable ?? defaults.deferrable ?? false,
+    timeout: durationOf(given.timeout ?? defaults.timeout),
+    lockTimeout: durationOf(given.lockTimeout ?? defaults.lockTimeout)
+  }
+  const refused = dialect.validate(resolved)
+  return refused === undefined ? Either.right(resolved) : Either.left(refused)
+}
 
 /**
  * @internal
@@ -131,9 +143,6 @@ const cache = new WeakMap<
   TransactionOptions,
   WeakMap<TransactionOptions, Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions>>
 >()
-
-const definedOnly = (options: TransactionOptions): TransactionOptions =>
-  Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined))
 
 /**
  * @internal
