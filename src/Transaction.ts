@@ -248,14 +248,7 @@ export const independent: {
  */
 export const current: Effect.Effect<Option.Option<TransactionInfo>> = Effect.map(
   Effect.serviceOption(Transaction),
-  Option.map(({ attempt, depth, id, name, options, startedAt }): TransactionInfo => ({
-    id,
-    name,
-    depth,
-    options,
-    startedAt,
-    attempt
-  }))
+  Option.map(internal.infoOf)
 )
 
 /**

@@ -407,7 +407,8 @@ const hookInfo = (
     outcome
   }))
 
-const infoOf = ({ attempt, depth, id, name, options, startedAt }: TransactionInfo): TransactionInfo => ({
+/** @internal What is known of a block, without its operations. */
+export const infoOf = ({ attempt, depth, id, name, options, startedAt }: TransactionInfo): TransactionInfo => ({
   id,
   name,
   depth,
