@@ -10,6 +10,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
@@ -181,7 +182,9 @@ const reserve = (
 const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
   root.connScope === undefined
     ? Effect.void
-    : Effect.zipRight(destroy ? root.dialect.destroy(root.conn) : Effect.void, Scope.close(root.connScope, Exit.void))
+    : destroy
+    ? Effect.zipRight(root.dialect.destroy(root.conn), Scope.close(root.connScope, Exit.void))
+    : Scope.close(root.connScope, Exit.void)
 
 /**
  * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). After a
@@ -256,61 +259,84 @@ const openRoot = (
   options: TransactionOptions | undefined,
   bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<Level, Failure> =>
-  Effect.gen(function*() {
-    const dialect = manager.dialect
-    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolveCached(manager.defaults, options, dialect))
-    const [conn, connScope] = yield* Effect.mapError(reserve(manager, restore), (e) => classifyError(dialect, e))
-    const handleInfo = yield* info(manager, manager.nextId(), 0, resolved)
-    const span = yield* Effect.makeSpan("effect_sql_tx.transaction", {
-      kind: "client",
-      captureStackTrace: false,
-      attributes: {
-        "db.system": dialect.dbSystem,
-        "db.transaction.name": resolved.name,
-        "db.transaction.isolation": resolved.isolation ?? "default",
-        "db.transaction.read_only": resolved.readOnly,
-        "db.transaction.attempt": handleInfo.attempt
-      }
-    })
-    const root: Root = {
-      manager,
-      dialect,
-      conn,
-      connScope,
-      liveSavepoints: new Set(),
-      savepointCounter: 0,
-      poisoned: undefined,
-      recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
-      span,
-      entry: {
-        id: handleInfo.id,
-        name: resolved.name,
-        depth: 0,
-        startedAt: handleInfo.startedAt,
-        attempt: handleInfo.attempt,
-        connectionId: dialect.connectionId(conn),
-        flagged: false
-      },
-      outcome: "rolled_back",
-      budgetReported: false
-    }
-    yield* dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined).pipe(
-      Effect.catchAll((error) =>
-        // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
-        Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy)).pipe(
-          Effect.zipRight(Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))),
-          Effect.zipRight(Effect.fail(classifyError(dialect, error)))
-        )
-      )
-    )
-    root.recorder.started()
-    manager.registry.set(handleInfo.id, root.entry!)
-    return makeHandle(
-      { root, parent: undefined, savepoint: undefined, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
-      handleInfo
-    )
-  })
+): Effect.Effect<Level, Failure> => {
+  const dialect = manager.dialect
+  const resolution = Options.resolveCached(manager.defaults, options, dialect)
+  if (Either.isLeft(resolution)) return Effect.fail(resolution.left)
+  const resolved = withoutTimeoutUnless(bounded, resolution.right)
+  // Written as a chain rather than a generator: this runs for every transaction.
+  return Effect.flatMap(
+    Effect.mapError(reserve(manager, restore), (e) => classifyError(dialect, e)),
+    ([conn, connScope]) =>
+      Effect.flatMap(info(manager, manager.nextId(), 0, resolved), (handleInfo) =>
+        Effect.flatMap(
+          Effect.makeSpan("effect_sql_tx.transaction", {
+            kind: "client",
+            captureStackTrace: false,
+            attributes: {
+              "db.system": dialect.dbSystem,
+              "db.transaction.name": resolved.name,
+              "db.transaction.isolation": resolved.isolation ?? "default",
+              "db.transaction.read_only": resolved.readOnly,
+              "db.transaction.attempt": handleInfo.attempt
+            }
+          }),
+          (span) => {
+            const root: Root = {
+              manager,
+              dialect,
+              conn,
+              connScope,
+              liveSavepoints: new Set(),
+              savepointCounter: 0,
+              poisoned: undefined,
+              recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
+              span,
+              entry: {
+                id: handleInfo.id,
+                name: resolved.name,
+                depth: 0,
+                startedAt: handleInfo.startedAt,
+                attempt: handleInfo.attempt,
+                connectionId: dialect.connectionId(conn),
+                flagged: false
+              },
+              outcome: "rolled_back",
+              budgetReported: false
+            }
+            return dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined).pipe(
+              Effect.matchEffect({
+                onFailure: (error) =>
+                  // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
+                  Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy))
+                    .pipe(
+                      Effect.zipRight(
+                        Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))
+                      ),
+                      Effect.zipRight(Effect.fail(classifyError(dialect, error)))
+                    ),
+                onSuccess: () => {
+                  root.recorder.started()
+                  manager.registry.set(handleInfo.id, root.entry!)
+                  return Effect.succeed(makeHandle(
+                    {
+                      root,
+                      parent: undefined,
+                      savepoint: undefined,
+                      manual: [],
+                      lock: undefined,
+                      rollbackOnly: false,
+                      hooks: []
+                    },
+                    handleInfo
+                  ))
+                }
+              })
+            )
+          }
+        ))
+  )
+}
 
 const openNested = (
   parent: Level | undefined,
