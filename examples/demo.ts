@@ -13,7 +13,7 @@ import { Data, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
+import { RetryPolicy, Transaction, TransactionLayer, TransactionMetrics, withRetry } from "../src/index.js"
 
 const flag = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(`--${name}`)
@@ -142,6 +142,7 @@ const program = Effect.gen(function*() {
 
   const [{ total }] = yield* sql<{ total: number }>`SELECT SUM(balance) AS total FROM ${sql(accountsTable)}`
   const [{ logged }] = yield* sql<{ logged: number }>`SELECT COUNT(*) AS logged FROM ${sql(transfersTable)}`
+  const metrics = (yield* TransactionMetrics.snapshot).byName["transfer"]
   const expected = accounts * initialBalance
   const invariant = Number(total) === expected && Number(logged) === stats.committed
   yield* Effect.log("summary").pipe(Effect.annotateLogs({
@@ -154,6 +155,17 @@ const program = Effect.gen(function*() {
     ),
     "sum of balances": `${total} (expected ${expected})`,
     "transfer log rows": `${logged} (expected ${stats.committed})`,
+    "metrics (transfer)": metrics === undefined ? "none" : JSON.stringify({
+      started: metrics.started,
+      committed: metrics.committed,
+      rolledBack: metrics.rolledBack,
+      deadlocks: metrics.deadlocks,
+      lockTimeouts: metrics.lockTimeouts,
+      retries: metrics.retries,
+      successRate: Number(metrics.successRate.toFixed(3)),
+      "p50 ms": metrics.duration.p50 * 1000,
+      "p99 ms": metrics.duration.p99 * 1000
+    }),
     invariant: invariant ? "holds" : "BROKEN"
   }))
   if (!invariant) return yield* Effect.dieMessage("the balance invariant is broken")
