@@ -14,6 +14,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Hooks from "./internal/hooks.js"
 import * as internal from "./internal/lifecycle.js"
+import { registerHook } from "./internal/state.js"
 import type { IsolationLevel } from "./IsolationLevel.js"
 import type { TransactionError } from "./TransactionError.js"
 import type { TransactionManager } from "./TransactionManager.js"
@@ -310,10 +311,7 @@ export const setRollbackOnly: Effect.Effect<void, never, Transaction> = Effect.f
 const register = (kind: Hooks.HookKind) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(
     Transaction,
-    (tx) =>
-      Effect.contextWith((context: Context.Context<R>) =>
-        internal.registerHook(tx, Hooks.capture(kind, effect, context))
-      )
+    (tx) => Effect.contextWith((context: Context.Context<R>) => registerHook(tx, Hooks.capture(kind, effect, context)))
   )
 
 /**

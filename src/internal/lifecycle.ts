@@ -3,8 +3,6 @@
  * Nested blocks take the same path with a savepoint instead of a connection and BEGIN.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { Connection } from "@effect/sql/SqlConnection"
-import { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -12,197 +10,36 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import * as Tracer from "effect/Tracer"
-import type { Dialect } from "../Dialect.js"
-import type {
-  ResolvedTransactionOptions,
-  Savepoint,
-  Transaction,
-  TransactionInfo,
-  TransactionOptions
-} from "../Transaction.js"
+import type { ResolvedTransactionOptions, Transaction, TransactionInfo, TransactionOptions } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
-import type { ActiveTransaction, HookInfo } from "../TransactionManager.js"
+import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
+import { provideLevel, runBody } from "./body.js"
+import { releaseConnection, reserve, rollbackRoot } from "./connection.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
+import { createSavepoint, releaseSavepoint, rollbackToSavepoint } from "./savepoints.js"
+import {
+  classifyError,
+  classifyExit,
+  countSavepoint,
+  type Failure,
+  type HandleWithLevel,
+  type Level,
+  LevelKey,
+  levelOf,
+  lockOf,
+  nextSavepointName,
+  type Root
+} from "./state.js"
 
 export { TransactionTag } from "./context.js"
-
-/** The state shared by all levels of one transaction (one connection). */
-interface Root {
-  readonly manager: TransactionManager
-  readonly dialect: Dialect
-  readonly conn: Connection
-  /** The scope holding the reserved connection; `undefined` when joined to a foreign `sql.withTransaction`. */
-  readonly connScope: Scope.CloseableScope | undefined
-  /** Savepoint names in use on the connection. */
-  readonly liveSavepoints: Set<string>
-  savepointCounter: number
-  /** Set when a savepoint could not be rolled back: the transaction must not commit. */
-  poisoned: TransactionError.TransactionError | SqlError | undefined
-  /** The metrics of the transaction's name. */
-  readonly recorder: Metrics.Recorder
-  /** The transaction's span (one per attempt); `undefined` when joined to a foreign transaction. */
-  readonly span: Tracer.Span | undefined
-  /** The entry of the manager's registry of active transactions. */
-  readonly entry: ActiveTransaction | undefined
-  /** How the transaction ended, for the duration histogram. */
-  outcome: Metrics.Outcome
-  budgetReported: boolean
-}
-
-/** One block: the outermost transaction or a savepoint. */
-interface Level {
-  readonly root: Root
-  readonly parent: Level | undefined
-  readonly handle: Transaction
-  /** The block's savepoint, `undefined` for the outermost transaction. */
-  readonly savepoint: string | undefined
-  /** The manual savepoints of this block, oldest first. */
-  readonly manual: Array<Savepoint>
-  /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
-  lock: Effect.Semaphore | undefined
-  rollbackOnly: boolean
-  /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
-  readonly hooks: Array<Hooks.Hook>
-}
-
-/** Where a handle keeps its block (a symbol: not part of the public `Transaction`). */
-const LevelKey: unique symbol = Symbol.for("effect-sql-tx/Level")
-
-interface HandleWithLevel extends Transaction {
-  readonly [LevelKey]: Level
-}
-
-const levelOf = (handle: Transaction): Level => (handle as HandleWithLevel)[LevelKey]
-
-/** @internal Registers a hook on the block of a handle. */
-export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => {
-  levelOf(handle).hooks.push(hook)
-}
-
-const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
-
-type Failure = TransactionError.TransactionError | SqlError
-
-const classifyError = <E>(dialect: Dialect, error: E): E | TransactionError.DatabaseError =>
-  error instanceof SqlError ? TransactionError.classify(error, dialect) as E | TransactionError.DatabaseError : error
-
-const classifyExit = <A, E>(dialect: Dialect, exit: Exit.Exit<A, E>) =>
-  Exit.mapError(exit, (error) => classifyError(dialect, error))
-
-const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/
-const reservedPrefix = "effect_sql"
-
-const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root.savepointCounter}`
-
-/**
- * Counts a savepoint about to be made. PostgreSQL keeps 64 subtransactions per backend in shared memory; past
- * that, snapshot checks of the whole server fall back to pg_subtrans: report it once, or refuse (configurable).
- */
-const countSavepoint = (root: Root): Effect.Effect<void, TransactionError.SavepointError> =>
-  Effect.suspend(() => {
-    root.recorder.savepoint()
-    root.span?.event("db.transaction.savepoint", root.manager.clock.unsafeCurrentTimeNanos())
-    const limit = root.dialect.subtransactionCache
-    if (limit === undefined || root.savepointCounter < limit) return Effect.void
-    if (root.manager.failOnSavepointBudget) {
-      return Effect.fail(
-        new TransactionError.SavepointError({
-          savepoint: `#${root.savepointCounter + 1}`,
-          reason: `more than ${limit} savepoints in one transaction (PostgreSQL's subtransaction cache)`
-        })
-      )
-    }
-    if (root.budgetReported) return Effect.void
-    root.budgetReported = true
-    root.recorder.savepointBudgetExceeded()
-    return Effect.logWarning(
-      `effect-sql-tx: more than ${limit} savepoints in one transaction; past PostgreSQL's subtransaction cache the ` +
-        "whole server slows down"
-    ).pipe(Effect.annotateLogs({ transaction: root.entry?.name ?? "", id: root.entry?.id ?? "" }))
-  })
-
-// ---------------------------------------------------------------------------------------------------------------
-// acquiring a connection
-
-/**
- * Reserves a connection, never leaking it. `@effect/sql-pg` and `@effect/sql-mysql2` register the release of a
- * connection only once the pool hands it over, so their reservation must not be interrupted while it waits:
- *
- * - by default it runs uninterruptibly: an interruption takes effect once the connection arrives (which the pool's
- *   own acquire timeout bounds, for example `PgClient`'s `connectTimeout`), and the connection is then released;
- * - with the manager's `acquireTimeout`, it runs in a fiber of its own, the wait is bounded and interruptible, and
- *   a connection that arrives after the caller gave up is released. This costs a fiber per transaction, measured
- *   at 2-3 times the reservation time on MariaDB, which is why it is opt-in.
- *
- * SQLite's reservation (a semaphore) can be interrupted safely.
- */
-const reserve = (
-  manager: TransactionManager,
-  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError | TransactionError.ConnectionUnavailable> =>
-  Effect.flatMap(Scope.make(), (scope) => {
-    const { acquireTimeout, dialect, sql } = manager
-    const withScope = (conn: Connection) => [conn, scope] as const
-    const unavailable = () =>
-      new TransactionError.ConnectionUnavailable({ dialect: dialect.name, acquireTimeout: acquireTimeout! })
-    const acquire = Scope.extend(sql.reserve, scope)
-    if (dialect.interruptibleReserve) {
-      const bounded = acquireTimeout === undefined
-        ? acquire
-        : Effect.timeoutFail(acquire, { duration: acquireTimeout, onTimeout: unavailable })
-      return restore(bounded).pipe(Effect.map(withScope), Effect.onError(() => Scope.close(scope, Exit.void)))
-    }
-    if (acquireTimeout === undefined) return Effect.map(acquire, withScope)
-    return Effect.flatMap(
-      Effect.forkDaemon(Effect.uninterruptible(acquire)),
-      (fiber) =>
-        restore(
-          Effect.timeoutFail(Effect.interruptible(Fiber.join(fiber)), {
-            duration: acquireTimeout,
-            onTimeout: unavailable
-          })
-        ).pipe(
-          Effect.map(withScope),
-          Effect.onError(() => Effect.forkDaemon(Effect.zipRight(Fiber.await(fiber), Scope.close(scope, Exit.void))))
-        )
-    )
-  })
-
-/** Gives a connection back to the pool, destroying it first when its state is unknown. */
-const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
-  root.connScope === undefined
-    ? Effect.void
-    : destroy
-    ? Effect.zipRight(root.dialect.destroy(root.conn), Scope.close(root.connScope, Exit.void))
-    : Scope.close(root.connScope, Exit.void)
-
-/**
- * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). After a
- * failed BEGIN there may be no transaction to roll back (SQLite then refuses ROLLBACK): nothing is logged then.
- */
-const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet = false): Effect.Effect<boolean> =>
-  // An interrupted statement may still run on the server (mysql2 never cancels): stop it, or ROLLBACK waits for it.
-  Effect.zipRight(root.dialect.cancel(root.conn), root.dialect.rollback(root.conn, options)).pipe(
-    Effect.as(false),
-    Effect.catchAll((error) =>
-      quiet ? Effect.succeed(true) : Effect.as(
-        Effect.logWarning("effect-sql-tx: ROLLBACK failed; the connection is discarded").pipe(
-          Effect.annotateLogs("error", String(classifyError(root.dialect, error)))
-        ),
-        true
-      )
-    )
-  )
 
 // ---------------------------------------------------------------------------------------------------------------
 // opening a block
@@ -665,90 +502,6 @@ const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A
 const close = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> =>
   level.savepoint === undefined ? closeRoot(level, exit) : closeNested(level, exit)
 
-// ---------------------------------------------------------------------------------------------------------------
-// running a body
-
-/** Statements of the body are children of the transaction's span. */
-const withSpan = <R>(level: Level, context: Context.Context<R>): Context.Context<R> =>
-  level.root.span === undefined ? context : Context.add(context, Tracer.ParentSpan, level.root.span)
-
-const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
-  Effect.mapInputContext(
-    effect,
-    (context: Context.Context<Exclude<R, Transaction>>) =>
-      withSpan(
-        level,
-        Context.add(
-          Context.add(context, TransactionTag, level.handle),
-          SqlClient.TransactionConnection,
-          [level.root.conn, level.handle.depth] as const
-        )
-      ) as Context.Context<R>
-  )
-
-/** After a statement was cancelled on the server, how long the body gets to return its error before it is interrupted. */
-const cancelGrace = Duration.millis(500)
-
-/**
- * Stops a running body: first the statement in flight is cancelled on the server (so that the interruption does
- * not leave it running, nor need a pool slot to cancel it), then the body is interrupted.
- */
-const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
-  Effect.flatMap(level.root.dialect.cancel(level.root.conn), (cancelled) =>
-    Effect.zipRight(
-      cancelled ? Effect.interruptible(Effect.timeoutOption(Fiber.await(body), cancelGrace)) : Effect.void,
-      Fiber.interrupt(body)
-    ))
-
-/**
- * Runs the body of a block. With a `timeout` (or the manager's `superviseInterruption`), the body runs in a fiber
- * of its own, so that the timeout, or an interruption, first cancels the statement in flight on the server, then
- * interrupts the body: interrupting the statement alone would leave it running (mysql2) or need a free pool slot
- * to cancel it (`@effect/sql-pg` runs `pg_cancel_backend` over the pool). When the timeout expires the block fails
- * with `TransactionTimeout`. Without them the body runs in place (a fiber less per transaction); an interrupted
- * mysql2 statement is still cancelled before ROLLBACK (`rollbackRoot`).
- */
-const runBody = <A, E, R>(
-  level: Level,
-  effect: Effect.Effect<A, E, R>,
-  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
-  const body = restore(provideLevel(level, effect))
-  const { name, timeout } = level.handle.options
-  const supervised = timeout !== undefined ||
-    (level.root.manager.superviseInterruption && level.root.dialect.cancellable)
-  if (!supervised) return Effect.exit(body)
-  return Effect.gen(function*() {
-    const start = yield* Clock.currentTimeMillis
-    const fiber = yield* Effect.fork(body)
-    let timedOut = false
-    const timer = timeout === undefined ? undefined : yield* Effect.fork(
-      Effect.zipRight(
-        Effect.interruptible(Effect.sleep(timeout)),
-        Effect.suspend(() => {
-          if (fiber.unsafePoll() !== null) return Effect.void
-          timedOut = true
-          return stop(level, fiber)
-        })
-      )
-    )
-    const stopTimer = timer === undefined ? Effect.void : Fiber.interrupt(timer)
-    const awaited = yield* Effect.exit(
-      restore(Fiber.await(fiber)).pipe(
-        Effect.onInterrupt(() => Effect.zipRight(stopTimer, stop(level, fiber)))
-      )
-    )
-    // Interrupted while waiting: the body is stopped; the block ends interrupted, and rolls back.
-    if (Exit.isFailure(awaited)) return Exit.failCause(awaited.cause)
-    const exit = awaited.value
-    yield* stopTimer
-    if (!timedOut) return exit
-    level.root.recorder.timeout()
-    const elapsed = Duration.millis((yield* Clock.currentTimeMillis) - start)
-    return Exit.fail(new TransactionError.TransactionTimeout({ name, timeout: timeout!, elapsed }))
-  })
-}
-
 /** @internal `Transaction.atomic`. */
 export const atomic = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
@@ -822,79 +575,3 @@ export const begin = (
               ))
       )
     )
-
-// ---------------------------------------------------------------------------------------------------------------
-// manual savepoints
-
-const refuse = (savepoint: string, reason: string) =>
-  Effect.fail(new TransactionError.SavepointError({ savepoint, reason }))
-
-const createSavepoint = (level: Level, name: string | undefined): Effect.Effect<Savepoint, Failure> =>
-  Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
-    const { root } = level
-    if (name !== undefined) {
-      if (typeof name !== "string" || !identifier.test(name)) {
-        return refuse(String(name), "a savepoint name must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*, ≤ 63)")
-      }
-      if (name.toLowerCase().startsWith(reservedPrefix)) {
-        return refuse(name, `names starting with "${reservedPrefix}" are reserved for generated savepoints`)
-      }
-    }
-    return lockOf(level).withPermits(1)(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
-      const actual = name ?? nextSavepointName(root)
-      if (root.liveSavepoints.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
-      return Effect.zipRight(countSavepoint(root), root.dialect.savepoint(root.conn, actual)).pipe(
-        Effect.mapError((error) => classifyError(root.dialect, error)),
-        Effect.map(() => {
-          const savepoint: Savepoint = { _tag: "Savepoint", name: actual, transactionId: level.handle.id }
-          level.manual.push(savepoint)
-          root.liveSavepoints.add(actual)
-          return savepoint
-        })
-      )
-    }))
-  })
-
-const withOwnSavepoint = (
-  level: Level,
-  savepoint: Savepoint,
-  f: (index: number) => Effect.Effect<void, Failure>
-): Effect.Effect<void, Failure> =>
-  lockOf(level).withPermits(1)(Effect.suspend(() => {
-    const index = level.manual.indexOf(savepoint)
-    if (index === -1) {
-      return refuse(
-        savepoint?.name ?? String(savepoint),
-        "unknown here: released, rolled back past, or created by another transaction or block"
-      )
-    }
-    return f(index)
-  }))
-
-const dropFrom = (level: Level, index: number): void => {
-  for (const dropped of level.manual.splice(index)) level.root.liveSavepoints.delete(dropped.name)
-}
-
-const rollbackToSavepoint = (level: Level, savepoint: Savepoint): Effect.Effect<void, Failure> =>
-  withOwnSavepoint(
-    level,
-    savepoint,
-    (index) =>
-      level.root.dialect.rollbackToSavepoint(level.root.conn, savepoint.name).pipe(
-        Effect.mapError((error) => classifyError(level.root.dialect, error)),
-        // The savepoint stays defined; the ones created after it are gone.
-        Effect.tap(() => dropFrom(level, index + 1))
-      )
-  )
-
-const releaseSavepoint = (level: Level, savepoint: Savepoint): Effect.Effect<void, Failure> =>
-  withOwnSavepoint(
-    level,
-    savepoint,
-    (index) =>
-      level.root.dialect.releaseSavepoint(level.root.conn, savepoint.name).pipe(
-        Effect.mapError((error) => classifyError(level.root.dialect, error)),
-        // Releasing a savepoint releases the ones created after it too.
-        Effect.tap(() => dropFrom(level, index))
-      )
-  )

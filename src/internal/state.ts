@@ -1,0 +1,117 @@
+/**
+ * The state of a running transaction: its root (one connection) and its blocks, and what every part of the
+ * lifecycle shares about them.
+ */
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
+import type { Dialect } from "../Dialect.js"
+import type { Savepoint, Transaction } from "../Transaction.js"
+import * as TransactionError from "../TransactionError.js"
+import type { ActiveTransaction } from "../TransactionManager.js"
+import { TransactionManager } from "../TransactionManager.js"
+import * as Hooks from "./hooks.js"
+import * as Metrics from "./metrics.js"
+
+/** @internal The state shared by all levels of one transaction (one connection). */
+export interface Root {
+  readonly manager: TransactionManager
+  readonly dialect: Dialect
+  readonly conn: Connection
+  /** The scope holding the reserved connection; `undefined` when joined to a foreign `sql.withTransaction`. */
+  readonly connScope: Scope.CloseableScope | undefined
+  /** Savepoint names in use on the connection. */
+  readonly liveSavepoints: Set<string>
+  savepointCounter: number
+  /** Set when a savepoint could not be rolled back: the transaction must not commit. */
+  poisoned: TransactionError.TransactionError | SqlError | undefined
+  /** The metrics of the transaction's name. */
+  readonly recorder: Metrics.Recorder
+  /** The transaction's span (one per attempt); `undefined` when joined to a foreign transaction. */
+  readonly span: Tracer.Span | undefined
+  /** The entry of the manager's registry of active transactions. */
+  readonly entry: ActiveTransaction | undefined
+  /** How the transaction ended, for the duration histogram. */
+  outcome: Metrics.Outcome
+  budgetReported: boolean
+}
+
+/** @internal One block: the outermost transaction or a savepoint. */
+export interface Level {
+  readonly root: Root
+  readonly parent: Level | undefined
+  readonly handle: Transaction
+  /** The block's savepoint, `undefined` for the outermost transaction. */
+  readonly savepoint: string | undefined
+  /** The manual savepoints of this block, oldest first. */
+  readonly manual: Array<Savepoint>
+  /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
+  lock: Effect.Semaphore | undefined
+  rollbackOnly: boolean
+  /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
+  readonly hooks: Array<Hooks.Hook>
+}
+
+/** @internal Where a handle keeps its block (a symbol: not part of the public `Transaction`). */
+export const LevelKey: unique symbol = Symbol.for("effect-sql-tx/Level")
+
+/** @internal */
+export interface HandleWithLevel extends Transaction {
+  readonly [LevelKey]: Level
+}
+
+/** @internal */
+export const levelOf = (handle: Transaction): Level => (handle as HandleWithLevel)[LevelKey]
+
+/** @internal Registers a hook on the block of a handle. */
+export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => {
+  levelOf(handle).hooks.push(hook)
+}
+
+/** @internal */
+export const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
+
+/** @internal */
+export type Failure = TransactionError.TransactionError | SqlError
+
+/** @internal */
+export const classifyError = <E>(dialect: Dialect, error: E): E | TransactionError.DatabaseError =>
+  error instanceof SqlError ? TransactionError.classify(error, dialect) as E | TransactionError.DatabaseError : error
+
+/** @internal */
+export const classifyExit = <A, E>(dialect: Dialect, exit: Exit.Exit<A, E>) =>
+  Exit.mapError(exit, (error) => classifyError(dialect, error))
+
+/** @internal */
+export const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root.savepointCounter}`
+
+/**
+ * @internal
+ * Counts a savepoint about to be made. PostgreSQL keeps 64 subtransactions per backend in shared memory; past
+ * that, snapshot checks of the whole server fall back to pg_subtrans: report it once, or refuse (configurable).
+ */
+export const countSavepoint = (root: Root): Effect.Effect<void, TransactionError.SavepointError> =>
+  Effect.suspend(() => {
+    root.recorder.savepoint()
+    root.span?.event("db.transaction.savepoint", root.manager.clock.unsafeCurrentTimeNanos())
+    const limit = root.dialect.subtransactionCache
+    if (limit === undefined || root.savepointCounter < limit) return Effect.void
+    if (root.manager.failOnSavepointBudget) {
+      return Effect.fail(
+        new TransactionError.SavepointError({
+          savepoint: `#${root.savepointCounter + 1}`,
+          reason: `more than ${limit} savepoints in one transaction (PostgreSQL's subtransaction cache)`
+        })
+      )
+    }
+    if (root.budgetReported) return Effect.void
+    root.budgetReported = true
+    root.recorder.savepointBudgetExceeded()
+    return Effect.logWarning(
+      `effect-sql-tx: more than ${limit} savepoints in one transaction; past PostgreSQL's subtransaction cache the ` +
+        "whole server slows down"
+    ).pipe(Effect.annotateLogs({ transaction: root.entry?.name ?? "", id: root.entry?.id ?? "" }))
+  })
