@@ -17,23 +17,27 @@ import { type Level } from "./state.js"
 // ---------------------------------------------------------------------------------------------------------------
 // running a body
 
-/** Statements of the body are children of the transaction's span. */
-const withSpan = <R>(level: Level, context: Context.Context<R>): Context.Context<R> =>
-  level.root.span === undefined ? context : Context.add(context, Tracer.ParentSpan, level.root.span)
+/**
+ * @internal
+ * A context inside a block: its `Transaction`, its connection as `@effect/sql`'s `TransactionConnection` (so that
+ * plain statements run on it), and the transaction's span as the parent of its statements.
+ */
+export const inTransaction = <R>(level: Level, context: Context.Context<R>): Context.Context<R> => {
+  const inside = Context.add(
+    Context.add(context, TransactionTag, level.handle),
+    SqlClient.TransactionConnection,
+    [level.root.conn, level.handle.depth] as const
+  )
+  return (level.root.span === undefined
+    ? inside
+    : Context.add(inside, Tracer.ParentSpan, level.root.span)) as Context.Context<R>
+}
 
 /** @internal */
 export const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
   Effect.mapInputContext(
     effect,
-    (context: Context.Context<Exclude<R, Transaction>>) =>
-      withSpan(
-        level,
-        Context.add(
-          Context.add(context, TransactionTag, level.handle),
-          SqlClient.TransactionConnection,
-          [level.root.conn, level.handle.depth] as const
-        )
-      ) as Context.Context<R>
+    (context: Context.Context<Exclude<R, Transaction>>) => inTransaction(level, context) as Context.Context<R>
   )
 
 /** After a statement was cancelled on the server, how long the body gets to return its error before it is interrupted. */

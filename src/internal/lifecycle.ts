@@ -18,7 +18,7 @@ import type { ResolvedTransactionOptions, Transaction, TransactionInfo, Transact
 import * as TransactionError from "../TransactionError.js"
 import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
-import { provideLevel, runBody } from "./body.js"
+import { inTransaction, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackRoot } from "./connection.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
@@ -564,12 +564,7 @@ export const begin = (
                 )
               )).pipe(
                 Effect.zipRight(
-                  Effect.locallyScopedWith(FiberRef.currentContext, (context) =>
-                    Context.add(
-                      Context.add(context, TransactionTag, level.handle),
-                      SqlClient.TransactionConnection,
-                      [level.root.conn, level.handle.depth] as const
-                    ))
+                  Effect.locallyScopedWith(FiberRef.currentContext, (context) => inTransaction(level, context))
                 ),
                 Effect.as(level.handle)
               ))
