@@ -20,7 +20,7 @@ import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import { inTransaction, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackRoot } from "./connection.js"
-import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
+import { currentRetryAttempt, type RetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
@@ -409,28 +409,31 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
       }
     })
   )
-  return Effect.onExit(finish(level, exit, { commit, rollback }), (result) => record(level, result))
+  // Already uninterruptible: recording after `exit` costs fewer steps than `onExit`.
+  return Effect.withFiberRuntime((fiber) =>
+    Effect.flatMap(Effect.exit(finish(level, exit, { commit, rollback })), (result) => {
+      record(level, result, fiber.getFiberRef(currentRetryAttempt))
+      return result
+    })
+  )
 }
 
 /** Records the end of an outermost transaction: metrics, span, registry. */
-const record = <A, E>(level: Level, result: Exit.Exit<A, E>): Effect.Effect<void> =>
-  Effect.withFiberRuntime((fiber) => {
-    const { root } = level
-    // Tell the enclosing withRetry which transaction a retry is for (its metric's tag).
-    const retry = fiber.getFiberRef(currentRetryAttempt)
-    if (retry !== undefined) retry.lastTransaction = level.handle.name
-    const now = root.manager.clock.unsafeCurrentTimeNanos()
-    const elapsed = now - BigInt(level.handle.startedAt.getTime()) * 1_000_000n
-    root.recorder.ended(root.outcome, errorTag(result), Number(elapsed) / 1e9)
-    if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
-    if (root.span !== undefined) {
-      root.span.attribute("db.transaction.outcome", root.outcome)
-      root.span.attribute("db.transaction.savepoints", root.savepointCounter)
-      root.span.event(root.outcome === "committed" ? "db.transaction.commit" : "db.transaction.rollback", now)
-      root.span.end(now, result)
-    }
-    return Effect.void
-  })
+const record = <A, E>(level: Level, result: Exit.Exit<A, E>, retry: RetryAttempt | undefined): void => {
+  const { root } = level
+  // Tell the enclosing withRetry which transaction a retry is for (its metric's tag).
+  if (retry !== undefined) retry.lastTransaction = level.handle.name
+  const now = root.manager.clock.unsafeCurrentTimeNanos()
+  const elapsed = now - BigInt(level.handle.startedAt.getTime()) * 1_000_000n
+  root.recorder.ended(root.outcome, errorTag(result), Number(elapsed) / 1e9)
+  if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
+  if (root.span !== undefined) {
+    root.span.attribute("db.transaction.outcome", root.outcome)
+    root.span.attribute("db.transaction.savepoints", root.savepointCounter)
+    root.span.event(root.outcome === "committed" ? "db.transaction.commit" : "db.transaction.rollback", now)
+    root.span.end(now, result)
+  }
+}
 
 const errorTag = <A, E>(exit: Exit.Exit<A, E>): string | undefined => {
   if (Exit.isSuccess(exit)) return undefined
