@@ -42,7 +42,10 @@ export const reserve = (
       const bounded = acquireTimeout === undefined
         ? acquire
         : Effect.timeoutFail(acquire, { duration: acquireTimeout, onTimeout: unavailable })
-      return restore(bounded).pipe(Effect.map(withScope), Effect.onError(() => Scope.close(scope, Exit.void)))
+      return Effect.matchCauseEffect(restore(bounded), {
+        onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
+        onSuccess: (conn) => Effect.succeed(withScope(conn))
+      })
     }
     if (acquireTimeout === undefined) return Effect.map(acquire, withScope)
     return Effect.flatMap(
