@@ -149,6 +149,32 @@ const scenarios = async (
   await measure(database, "3 nested blocks", effectVariants(runtime, 3).slice(0, 2), sizes.nested, 1)
 }
 
+/**
+ * Runs `job` in a loop on 16 fibers for `seconds`; each worker finishes the job in hand. Returns the seconds
+ * elapsed.
+ */
+const forSeconds = async (
+  runtime: ManagedRuntime.ManagedRuntime<any, unknown>,
+  seconds: number,
+  job: Effect.Effect<unknown, unknown, any>
+): Promise<number> => {
+  let stop = false
+  const start = performance.now()
+  await runtime.runPromise(
+    Effect.all([
+      Effect.all(
+        Array.from(
+          { length: 16 },
+          () => Effect.whileLoop({ while: () => !stop, body: () => job, step: () => undefined })
+        ),
+        { concurrency: "unbounded", discard: true }
+      ),
+      Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
+    ], { concurrency: "unbounded", discard: true })
+  )
+  return (performance.now() - start) / 1000
+}
+
 /** The bank workload: 16 workers, 10 accounts, random order; committed transfers per second and retries. */
 const contention = async (database: string, runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
   const seconds = quick ? 1 : 5
@@ -173,21 +199,7 @@ const contention = async (database: string, runtime: ManagedRuntime.ManagedRunti
       }).pipe(Transaction.atomic({ name: "transfer" }), withRetry(policy))
       stats.committed++
     }).pipe(Effect.catchAll(() => Effect.sync(() => stats.failed++)))
-    let stop = false
-    const start = performance.now()
-    await runtime.runPromise(
-      Effect.all([
-        Effect.all(
-          Array.from(
-            { length: 16 },
-            () => Effect.whileLoop({ while: () => !stop, body: () => transfer, step: () => undefined })
-          ),
-          { concurrency: "unbounded", discard: true }
-        ),
-        Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
-      ], { concurrency: "unbounded", discard: true })
-    )
-    const elapsed = (performance.now() - start) / 1000
+    const elapsed = await forSeconds(runtime, seconds, transfer)
     rows.push({
       policy: name,
       "committed/s": Math.round(stats.committed / elapsed),
@@ -218,7 +230,6 @@ const tpcb = async (runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
     { encoding: "utf8" }
   )
   const pgbenchTps = Number(/tps = ([\d.]+)/.exec(output)?.[1])
-  let stop = false
   let committed = 0
   const transaction = Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -231,20 +242,8 @@ const tpcb = async (runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
     yield* sql`UPDATE pgbench_branches SET bbalance = bbalance + ${delta} WHERE bid = 1`
     yield* sql`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (${tid}, 1, ${aid}, ${delta}, CURRENT_TIMESTAMP)`
   }).pipe(Transaction.atomic({ name: "tpcb" }), Effect.tap(() => committed++))
-  const start = performance.now()
-  await runtime.runPromise(
-    Effect.all([
-      Effect.all(
-        Array.from(
-          { length: 16 },
-          () => Effect.whileLoop({ while: () => !stop, body: () => transaction, step: () => undefined })
-        ),
-        { concurrency: "unbounded", discard: true }
-      ),
-      Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
-    ], { concurrency: "unbounded", discard: true })
-  )
-  const oursTps = committed / ((performance.now() - start) / 1000)
+  const elapsed = await forSeconds(runtime, seconds, transaction)
+  const oursTps = committed / elapsed
   execFileSync("psql", [
     ...pgbenchArgs,
     "-d",
