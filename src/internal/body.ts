@@ -23,14 +23,12 @@ import { type Level } from "./state.js"
  * plain statements run on it), and the transaction's span as the parent of its statements.
  */
 export const inTransaction = <R>(level: Level, context: Context.Context<R>): Context.Context<R> => {
-  const inside = Context.add(
-    Context.add(context, TransactionTag, level.handle),
-    SqlClient.TransactionConnection,
-    [level.root.conn, level.handle.depth] as const
-  )
-  return (level.root.span === undefined
-    ? inside
-    : Context.add(inside, Tracer.ParentSpan, level.root.span)) as Context.Context<R>
+  // One copy of the context's map rather than one per `Context.add`: this runs for every block.
+  const services = new Map(context.unsafeMap)
+  services.set(TransactionTag.key, level.handle)
+  services.set(SqlClient.TransactionConnection.key, [level.root.conn, level.handle.depth])
+  if (level.root.span !== undefined) services.set(Tracer.ParentSpan.key, level.root.span)
+  return Context.unsafeMake(services)
 }
 
 /** @internal */

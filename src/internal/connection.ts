@@ -3,6 +3,7 @@
  */
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -31,10 +32,14 @@ import { classifyError, type Root } from "./state.js"
 export const reserve = (
   manager: TransactionManager,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<readonly [Connection, Scope.CloseableScope], SqlError | TransactionError.ConnectionUnavailable> =>
+): Effect.Effect<
+  readonly [Connection, Scope.CloseableScope],
+  TransactionError.DatabaseError | SqlError | TransactionError.ConnectionUnavailable
+> =>
   Effect.flatMap(Scope.make(), (scope) => {
     const { acquireTimeout, dialect, sql } = manager
     const withScope = (conn: Connection) => [conn, scope] as const
+    const classify = <E>(error: E) => classifyError(dialect, error)
     const unavailable = () =>
       new TransactionError.ConnectionUnavailable({ dialect: dialect.name, acquireTimeout: acquireTimeout! })
     const acquire = Scope.extend(sql.reserve, scope)
@@ -43,11 +48,12 @@ export const reserve = (
         ? acquire
         : Effect.timeoutFail(acquire, { duration: acquireTimeout, onTimeout: unavailable })
       return Effect.matchCauseEffect(restore(bounded), {
-        onFailure: (cause) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(cause)),
+        onFailure: (cause) =>
+          Effect.zipRight(Scope.close(scope, Exit.void), Effect.failCause(Cause.map(cause, classify))),
         onSuccess: (conn) => Effect.succeed(withScope(conn))
       })
     }
-    if (acquireTimeout === undefined) return Effect.map(acquire, withScope)
+    if (acquireTimeout === undefined) return Effect.mapBoth(acquire, { onFailure: classify, onSuccess: withScope })
     return Effect.flatMap(
       Effect.forkDaemon(Effect.uninterruptible(acquire)),
       (fiber) =>
@@ -57,7 +63,7 @@ export const reserve = (
             onTimeout: unavailable
           })
         ).pipe(
-          Effect.map(withScope),
+          Effect.mapBoth({ onFailure: classify, onSuccess: withScope }),
           Effect.onError(() => Effect.forkDaemon(Effect.zipRight(Fiber.await(fiber), Scope.close(scope, Exit.void))))
         )
     )

@@ -10,6 +10,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import { identity } from "effect/Function"
 import * as Option from "effect/Option"
@@ -20,7 +21,7 @@ import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import { inTransaction, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackRoot } from "./connection.js"
-import { currentRetryAttempt, type RetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
+import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
@@ -44,11 +45,23 @@ export { TransactionTag } from "./context.js"
 // ---------------------------------------------------------------------------------------------------------------
 // opening a block
 
-const makeHandle = (
-  block: Omit<Level, "handle">,
+/** Makes a block and its handle (the handle's operations close over the block). */
+const makeLevel = (
+  root: Root,
+  parent: Level | undefined,
+  savepoint: string | undefined,
   info: TransactionInfo
 ): Level => {
-  const level = block as Level
+  const level: Level = {
+    root,
+    parent,
+    savepoint,
+    handle: undefined as unknown as Transaction,
+    manual: [],
+    lock: undefined,
+    rollbackOnly: false,
+    hooks: []
+  }
   const handle: HandleWithLevel = {
     id: info.id,
     name: info.name,
@@ -68,30 +81,17 @@ const makeHandle = (
   return level
 }
 
-const info = (
-  manager: TransactionManager,
-  id: string,
-  depth: number,
-  options: ResolvedTransactionOptions
-): Effect.Effect<TransactionInfo> =>
-  Effect.withFiberRuntime((fiber) =>
-    Effect.succeed({
-      id,
-      name: options.name,
-      depth,
-      options,
-      startedAt: new Date(manager.clock.unsafeCurrentTimeMillis()),
-      attempt: fiber.getFiberRef(currentRetryAttempt)?.attempt ?? 1
-    })
-  )
-
 /** `begin` has no body of its own to bound: it takes no `timeout`, and the manager's default does not apply. */
 const withoutTimeoutUnless = (
   bounded: boolean,
   options: ResolvedTransactionOptions
 ): ResolvedTransactionOptions => bounded || options.timeout === undefined ? options : { ...options, timeout: undefined }
 
+const spanName = "effect_sql_tx.transaction"
+const spanOptions = { kind: "client", captureStackTrace: false } as const
+
 const openRoot = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
   manager: TransactionManager,
   options: TransactionOptions | undefined,
   bounded: boolean,
@@ -101,81 +101,73 @@ const openRoot = (
   const resolution = Options.resolveCached(manager.defaults, options, dialect)
   if (Either.isLeft(resolution)) return Effect.fail(resolution.left)
   const resolved = withoutTimeoutUnless(bounded, resolution.right)
-  // Written as a chain rather than a generator: this runs for every transaction.
+  const retry = fiber.getFiberRef(currentRetryAttempt)
+  // Written as a chain of plain functions rather than a generator: this runs for every transaction.
   return Effect.flatMap(
-    Effect.mapError(reserve(manager, restore), (e) => classifyError(dialect, e)),
+    reserve(manager, restore),
     ([conn, connScope]) =>
-      Effect.flatMap(info(manager, manager.nextId(), 0, resolved), (handleInfo) =>
-        Effect.flatMap(
-          Effect.makeSpan("effect_sql_tx.transaction", {
-            kind: "client",
-            captureStackTrace: false,
-            attributes: {
-              "db.system": dialect.dbSystem,
-              "db.transaction.name": resolved.name,
-              "db.transaction.isolation": resolved.isolation ?? "default",
-              "db.transaction.read_only": resolved.readOnly,
-              "db.transaction.attempt": handleInfo.attempt
-            }
-          }),
-          (span) => {
-            const root: Root = {
-              manager,
-              dialect,
-              conn,
-              connScope,
-              liveSavepoints: new Set(),
-              savepointCounter: 0,
-              poisoned: undefined,
-              recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
-              span,
-              entry: {
-                id: handleInfo.id,
+      Effect.flatMap(Effect.makeSpan(spanName, spanOptions), (span) => {
+        const attempt = retry?.attempt ?? 1
+        span.attribute("db.system", dialect.dbSystem)
+        span.attribute("db.transaction.name", resolved.name)
+        span.attribute("db.transaction.isolation", resolved.isolation ?? "default")
+        span.attribute("db.transaction.read_only", resolved.readOnly)
+        span.attribute("db.transaction.attempt", attempt)
+        const startNanos = manager.clock.unsafeCurrentTimeNanos()
+        const startedAt = new Date(Number(startNanos / 1_000_000n))
+        const id = manager.nextId()
+        const root: Root = {
+          manager,
+          dialect,
+          conn,
+          connScope,
+          liveSavepoints: new Set(),
+          savepointCounter: 0,
+          poisoned: undefined,
+          recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
+          span,
+          entry: {
+            id,
+            name: resolved.name,
+            depth: 0,
+            startedAt,
+            attempt,
+            connectionId: dialect.connectionId(conn),
+            flagged: false
+          },
+          retry,
+          startNanos,
+          outcome: "rolled_back",
+          budgetReported: false
+        }
+        return Effect.matchEffect(dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined), {
+          onFailure: (error) =>
+            // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
+            Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy)).pipe(
+              Effect.zipRight(Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))),
+              Effect.zipRight(Effect.fail(classifyError(dialect, error)))
+            ),
+          onSuccess: () => {
+            root.recorder.started()
+            manager.registry.set(id, root.entry!)
+            return Effect.succeed(
+              makeLevel(root, undefined, undefined, {
+                id,
                 name: resolved.name,
                 depth: 0,
-                startedAt: handleInfo.startedAt,
-                attempt: handleInfo.attempt,
-                connectionId: dialect.connectionId(conn),
-                flagged: false
-              },
-              outcome: "rolled_back",
-              budgetReported: false
-            }
-            return dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined).pipe(
-              Effect.matchEffect({
-                onFailure: (error) =>
-                  // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
-                  Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy))
-                    .pipe(
-                      Effect.zipRight(
-                        Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))
-                      ),
-                      Effect.zipRight(Effect.fail(classifyError(dialect, error)))
-                    ),
-                onSuccess: () => {
-                  root.recorder.started()
-                  manager.registry.set(handleInfo.id, root.entry!)
-                  return Effect.succeed(makeHandle(
-                    {
-                      root,
-                      parent: undefined,
-                      savepoint: undefined,
-                      manual: [],
-                      lock: undefined,
-                      rollbackOnly: false,
-                      hooks: []
-                    },
-                    handleInfo
-                  ))
-                }
+                options: resolved,
+                startedAt,
+                attempt
               })
             )
           }
-        ))
+        })
+      })
   )
 }
 
 const openNested = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
   parent: Level | undefined,
   root: Root,
   depth: number,
@@ -183,26 +175,32 @@ const openNested = (
   options: TransactionOptions | undefined,
   bounded: boolean,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<Level, Failure> =>
-  Effect.gen(function*() {
-    const resolved = withoutTimeoutUnless(bounded, yield* Options.resolveNested(parentOptions, options))
-    if (parent !== undefined) yield* restore(lockOf(parent).take(1))
-    yield* countSavepoint(root).pipe(
-      Effect.tapError(() => parent === undefined ? Effect.void : lockOf(parent).release(1))
-    )
+): Effect.Effect<Level, Failure> => {
+  const resolution = Options.resolveNested(parentOptions, options)
+  if (Either.isLeft(resolution)) return Effect.fail(resolution.left)
+  const resolved = withoutTimeoutUnless(bounded, resolution.right)
+  const create = Effect.flatMap(countSavepoint(root), () => {
     const name = nextSavepointName(root)
-    yield* root.dialect.savepoint(root.conn, name).pipe(
-      Effect.mapError((error) => classifyError(root.dialect, error)),
-      Effect.tapError(() => parent === undefined ? Effect.void : lockOf(parent).release(1))
-    )
-    root.liveSavepoints.add(name)
-    if (root.entry !== undefined) root.entry.depth = depth
-    const id = parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`
-    return makeHandle(
-      { root, parent, savepoint: name, manual: [], lock: undefined, rollbackOnly: false, hooks: [] },
-      yield* info(root.manager, id, depth, resolved)
-    )
+    return Effect.mapBoth(root.dialect.savepoint(root.conn, name), {
+      onFailure: (error) => classifyError(root.dialect, error),
+      onSuccess: () => {
+        root.liveSavepoints.add(name)
+        if (root.entry !== undefined) root.entry.depth = depth
+        return makeLevel(root, parent, name, {
+          id: parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`,
+          name: resolved.name,
+          depth,
+          options: resolved,
+          startedAt: new Date(root.manager.clock.unsafeCurrentTimeMillis()),
+          attempt: fiber.getFiberRef(currentRetryAttempt)?.attempt ?? 1
+        })
+      }
+    })
   })
+  if (parent === undefined) return create
+  const lock = lockOf(parent)
+  return Effect.zipRight(restore(lock.take(1)), Effect.tapError(create, () => lock.release(1)))
+}
 
 /** Opens the outermost transaction, a savepoint in the current one, or a savepoint in a foreign one. */
 const open = (
@@ -218,6 +216,7 @@ const open = (
       if (Option.isSome(current)) {
         const parent = levelOf(current.value)
         return openNested(
+          fiber,
           parent,
           parent.root,
           parent.handle.depth + 1,
@@ -242,12 +241,14 @@ const open = (
           recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
           span: undefined,
           entry: undefined,
+          retry: fiber.getFiberRef(currentRetryAttempt),
+          startNanos: manager.clock.unsafeCurrentTimeNanos(),
           outcome: "rolled_back",
           budgetReported: false
         }
-        return openNested(undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
+        return openNested(fiber, undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
-      return openRoot(manager, options, bounded, restore)
+      return openRoot(fiber, manager, options, bounded, restore)
     }
   })
 
@@ -298,61 +299,76 @@ const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Ef
  * `afterRollback` hooks run once the transaction is over; under `withRetry` they wait for it to stop, and are
  * discarded if it runs the effect again: they run once, for the attempt that ended it.
  */
-const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> =>
-  Effect.flatMap(FiberRef.get(currentRetryAttempt), (retry) => {
-    const hooks = Effect.ignore(runHooks(level, "afterRollback", info))
-    if (retry === undefined) return hooks
-    retry.deferred.push(hooks)
-    return Effect.void
-  })
+const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> => {
+  const hooks = Effect.ignore(runHooks(level, "afterRollback", info))
+  const retry = level.root.retry
+  if (retry === undefined) return hooks
+  retry.deferred.push(hooks)
+  return Effect.void
+}
+
+/**
+ * How a block that ends the transaction ends: COMMIT or ROLLBACK for the outermost transaction, RELEASE or
+ * ROLLBACK TO for a block joined to a foreign `sql.withTransaction`. Each is called when its statement is to run:
+ * a statement's effect may do work when it is built (better-sqlite3 prepares it).
+ */
+interface Ending {
+  readonly commit: (level: Level) => Effect.Effect<Exit.Exit<void, Failure>>
+  readonly rollback: (level: Level) => Effect.Effect<void>
+}
+
+const rollbackWith = <A, E>(
+  level: Level,
+  ending: Ending,
+  result: Exit.Exit<A, E | Failure>
+): Effect.Effect<A, E | Failure> =>
+  !hasHooks(level) ?
+    Effect.zipRight(ending.rollback(level), result) :
+    Effect.flatMap(hookInfo(level, "rolledBack"), (info) =>
+      Effect.ignore(runHooks(level, "beforeRollback", info)).pipe(
+        Effect.zipRight(Effect.suspend(() => ending.rollback(level))),
+        Effect.zipRight(afterRollback(level, info)),
+        Effect.zipRight(result)
+      ))
+
+/** The result of a block whose COMMIT (or RELEASE) ran, without hooks. */
+const committedWithoutHooks = <A, E>(
+  level: Level,
+  exit: Exit.Exit<A, E>,
+  committed: Exit.Exit<void, Failure>
+): Exit.Exit<A, E | Failure> => {
+  if (Exit.isSuccess(committed)) {
+    level.root.outcome = "committed"
+    return exit
+  }
+  if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
+    level.root.outcome = "unknown"
+  }
+  return Exit.failCause(committed.cause)
+}
 
 /**
  * Ends a block that ends the transaction: `beforeCommit` hooks, then COMMIT (`release` for a block joined to a
  * foreign transaction) and the `afterCommit` hooks; or, on any failure, `beforeRollback` hooks, ROLLBACK
  * (`rollback`) and the `afterRollback` hooks.
  */
-const finish = <A, E>(
-  level: Level,
-  exit: Exit.Exit<A, E>,
-  statements: {
-    readonly commit: Effect.Effect<Exit.Exit<void, Failure>, never>
-    readonly rollback: Effect.Effect<void>
-  }
-): Effect.Effect<A, E | Failure> => {
+const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const { dialect } = root
-  const rollbackWith = (result: Exit.Exit<A, E | Failure>): Effect.Effect<A, E | Failure> =>
-    !hasHooks(level) ?
-      Effect.zipRight(statements.rollback, result) :
-      Effect.flatMap(hookInfo(level, "rolledBack"), (info) =>
-        Effect.ignore(runHooks(level, "beforeRollback", info)).pipe(
-          Effect.zipRight(statements.rollback),
-          Effect.zipRight(afterRollback(level, info)),
-          Effect.zipRight(result)
-        ))
-  if (Exit.isFailure(exit)) return rollbackWith(classifyExit(dialect, exit))
-  if (root.poisoned !== undefined) return rollbackWith(Exit.fail(root.poisoned))
-  if (level.rollbackOnly) return rollbackWith(exit)
+  if (Exit.isFailure(exit)) return rollbackWith(level, ending, classifyExit(dialect, exit))
+  if (root.poisoned !== undefined) return rollbackWith(level, ending, Exit.fail(root.poisoned))
+  if (level.rollbackOnly) return rollbackWith(level, ending, exit)
   if (!hasHooks(level)) {
-    return Effect.flatMap(statements.commit, (committed): Effect.Effect<A, E | Failure> => {
-      if (Exit.isSuccess(committed)) {
-        root.outcome = "committed"
-        return exit
-      }
-      if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
-        root.outcome = "unknown"
-      }
-      return Exit.failCause(committed.cause)
-    })
+    return Effect.flatMap(ending.commit(level), (committed) => committedWithoutHooks(level, exit, committed))
   }
   return Effect.flatMap(
     hookInfo(level, undefined),
     (info) =>
       Effect.flatMap(Effect.exit(runHooks(level, "beforeCommit", info)), (before) => {
         if (Exit.isFailure(before)) {
-          return rollbackWith(classifyExit(dialect, before as Exit.Exit<never, Failure>))
+          return rollbackWith(level, ending, classifyExit(dialect, before as Exit.Exit<never, Failure>))
         }
-        return Effect.flatMap(statements.commit, (committed): Effect.Effect<A, E | Failure> => {
+        return Effect.flatMap(ending.commit(level), (committed): Effect.Effect<A, E | Failure> => {
           if (Exit.isSuccess(committed)) {
             root.outcome = "committed"
             return Effect.flatMap(
@@ -375,57 +391,55 @@ const finish = <A, E>(
   )
 }
 
-const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+const rollbackAndRelease = (level: Level): Effect.Effect<void> =>
+  Effect.flatMap(rollbackRoot(level.root, level.handle.options), (destroy) => releaseConnection(level.root, destroy))
+
+const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
   const { root } = level
   const { dialect } = root
-  const options = level.handle.options
-  forgetSavepoints(level)
-  // Built on demand: a statement's effect may do work when it is built (better-sqlite3 prepares it).
-  const rollback = Effect.suspend(() =>
-    Effect.flatMap(rollbackRoot(root, options), (destroy) => releaseConnection(root, destroy))
-  )
-  const commit: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() => dialect.commit(root.conn, options)).pipe(
-    Effect.matchEffect({
-      onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> =>
-        Effect.as(
-          releaseConnection(root, false),
-          outcome === "committed" ? Exit.void : Exit.fail(
-            new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
-          )
-        ),
-      onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
-        const classified = classifyError(dialect, error)
-        if (classified._tag === "ConnectionLost") {
-          const unknown = new TransactionError.CommitOutcomeUnknown({
-            dialect: dialect.name,
-            code: classified.code,
-            cause: error
-          })
-          return Effect.as(releaseConnection(root, true), Exit.fail(unknown))
-        }
-        // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
-        // transaction open (SQLite does): roll back, which is harmless where it is already over.
-        return Effect.as(rollback, Exit.fail(classified))
+  return Effect.matchEffect(dialect.commit(root.conn, level.handle.options), {
+    onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> =>
+      Effect.as(
+        releaseConnection(root, false),
+        outcome === "committed" ? Exit.void : Exit.fail(
+          new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
+        )
+      ),
+    onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
+      const classified = classifyError(dialect, error)
+      if (classified._tag === "ConnectionLost") {
+        const unknown = new TransactionError.CommitOutcomeUnknown({
+          dialect: dialect.name,
+          code: classified.code,
+          cause: error
+        })
+        return Effect.as(releaseConnection(root, true), Exit.fail(unknown))
       }
-    })
-  )
+      // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
+      // transaction open (SQLite does): roll back, which is harmless where it is already over.
+      return Effect.as(rollbackAndRelease(level), Exit.fail(classified))
+    }
+  })
+}
+
+const rootEnding: Ending = { commit: commitRoot, rollback: rollbackAndRelease }
+
+const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+  forgetSavepoints(level)
   // Already uninterruptible: recording after `exit` costs fewer steps than `onExit`.
-  return Effect.withFiberRuntime((fiber) =>
-    Effect.flatMap(Effect.exit(finish(level, exit, { commit, rollback })), (result) => {
-      record(level, result, fiber.getFiberRef(currentRetryAttempt))
-      return result
-    })
-  )
+  return Effect.flatMap(Effect.exit(finish(level, exit, rootEnding)), (result) => {
+    record(level, result)
+    return result
+  })
 }
 
 /** Records the end of an outermost transaction: metrics, span, registry. */
-const record = <A, E>(level: Level, result: Exit.Exit<A, E>, retry: RetryAttempt | undefined): void => {
+const record = <A, E>(level: Level, result: Exit.Exit<A, E>): void => {
   const { root } = level
   // Tell the enclosing withRetry which transaction a retry is for (its metric's tag).
-  if (retry !== undefined) retry.lastTransaction = level.handle.name
+  if (root.retry !== undefined) root.retry.lastTransaction = level.handle.name
   const now = root.manager.clock.unsafeCurrentTimeNanos()
-  const elapsed = now - BigInt(level.handle.startedAt.getTime()) * 1_000_000n
-  root.recorder.ended(root.outcome, errorTag(result), Number(elapsed) / 1e9)
+  root.recorder.ended(root.outcome, errorTag(result), Number(now - root.startNanos) / 1e9)
   if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
   if (root.span !== undefined) {
     root.span.attribute("db.transaction.outcome", root.outcome)
@@ -445,48 +459,55 @@ const errorTag = <A, E>(exit: Exit.Exit<A, E>): string | undefined => {
   return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
 }
 
-const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+/** Rolls back to the savepoint of a block (and releases it); a failure poisons the transaction. */
+const rollbackToBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
   const { root } = level
   const { dialect } = root
-  const name = level.savepoint!
-  const rollbackTo: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() =>
-    Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, name))
-  ).pipe(
-    Effect.matchEffect({
-      onSuccess: (): Effect.Effect<Exit.Exit<void, Failure>> => Effect.succeed(Exit.void),
-      onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
-        // The block's writes may still be there: make sure the transaction cannot commit them.
-        const classified = classifyError(dialect, error)
-        root.poisoned ??= classified
-        return Effect.succeed(Exit.fail(classified))
-      }
-    })
-  )
-  const release: Effect.Effect<Exit.Exit<void, Failure>> = Effect.suspend(() =>
-    dialect.releaseSavepoint(root.conn, name)
-  ).pipe(
-    Effect.matchEffect({
-      onSuccess: () => Effect.succeed(Exit.void),
-      // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
-      onFailure: (error) =>
-        Effect.map(
-          rollbackTo,
-          (rolledBack) => Exit.isFailure(rolledBack) ? rolledBack : Exit.fail(classifyError(dialect, error))
-        )
-    })
-  )
+  return Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, level.savepoint!))
+    .pipe(
+      Effect.match({
+        onSuccess: (): Exit.Exit<void, Failure> => Exit.void,
+        onFailure: (error): Exit.Exit<void, Failure> => {
+          // The block's writes may still be there: make sure the transaction cannot commit them.
+          const classified = classifyError(dialect, error)
+          root.poisoned ??= classified
+          return Exit.fail(classified)
+        }
+      })
+    )
+}
+
+/** Releases the savepoint of a block, that is commits it into its parent. */
+const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
+  const { root } = level
+  const { dialect } = root
+  return Effect.matchEffect(dialect.releaseSavepoint(root.conn, level.savepoint!), {
+    onSuccess: () => Effect.succeed(Exit.void),
+    // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
+    onFailure: (error) =>
+      Effect.map(
+        rollbackToBlock(level),
+        (rolledBack) => Exit.isFailure(rolledBack) ? rolledBack : Exit.fail(classifyError(dialect, error))
+      )
+  })
+}
+
+/** A block joined to a foreign `sql.withTransaction` is all the transaction this library sees. */
+const foreignEnding: Ending = { commit: releaseBlock, rollback: (level) => Effect.asVoid(rollbackToBlock(level)) }
+
+const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
+  const { root } = level
   const parent = level.parent
   const result: Effect.Effect<A, E | Failure> = parent === undefined
-    // Joined to a foreign `sql.withTransaction`: this block is all the transaction this library sees.
-    ? finish(level, exit, { commit: release, rollback: Effect.asVoid(rollbackTo) })
+    ? finish(level, exit, foreignEnding)
     : Exit.isFailure(exit) || level.rollbackOnly
-    ? Effect.flatMap(rollbackTo, (rolledBack): Exit.Exit<A, E | Failure> =>
+    ? Effect.flatMap(rollbackToBlock(level), (rolledBack): Exit.Exit<A, E | Failure> =>
       Exit.isFailure(rolledBack)
         ? Exit.failCause(rolledBack.cause)
         : Exit.isFailure(exit)
-        ? classifyExit(dialect, exit)
+        ? classifyExit(root.dialect, exit)
         : exit)
-    : Effect.flatMap(release, (released): Exit.Exit<A, E | Failure> => {
+    : Effect.flatMap(releaseBlock(level), (released): Exit.Exit<A, E | Failure> => {
       if (Exit.isFailure(released)) return Exit.failCause(released.cause)
       // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.
       parent.hooks.push(...level.hooks)

@@ -153,8 +153,15 @@ export const resolveNested = (
   parent: ResolvedTransactionOptions,
   options: TransactionOptions | undefined
 ): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions | TransactionOptionsConflict> =>
+  options === undefined
+    ? Either.right(parent.timeout === undefined ? parent : { ...parent, timeout: undefined })
+    : resolveGivenNested(parent, options)
+
+const resolveGivenNested = (
+  parent: ResolvedTransactionOptions,
+  options: TransactionOptions
+): Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions | TransactionOptionsConflict> =>
   Either.gen(function*() {
-    if (options === undefined) return parent.timeout === undefined ? parent : { ...parent, timeout: undefined }
     const given = yield* validate(options)
     const conflict = (option: string, parentValue: unknown, requested: unknown) =>
       Either.left(new TransactionOptionsConflict({ option, parent: parentValue, requested }))

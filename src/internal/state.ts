@@ -13,6 +13,7 @@ import type { Savepoint, Transaction } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
 import type { ActiveTransaction } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
+import type { RetryAttempt } from "./context.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 
@@ -34,6 +35,10 @@ export interface Root {
   readonly span: Tracer.Span | undefined
   /** The entry of the manager's registry of active transactions. */
   readonly entry: ActiveTransaction | undefined
+  /** The `withRetry` attempt running the transaction, if any. */
+  readonly retry: RetryAttempt | undefined
+  /** When the transaction started, on the manager's clock, for its duration. */
+  readonly startNanos: bigint
   /** How the transaction ended, for the duration histogram. */
   outcome: Metrics.Outcome
   budgetReported: boolean
