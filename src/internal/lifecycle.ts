@@ -15,7 +15,13 @@ import * as FiberRef from "effect/FiberRef"
 import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type { ResolvedTransactionOptions, Transaction, TransactionInfo, TransactionOptions } from "../Transaction.js"
+import type {
+  ResolvedTransactionOptions,
+  Savepoint,
+  Transaction,
+  TransactionInfo,
+  TransactionOptions
+} from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
 import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
@@ -45,7 +51,48 @@ export { TransactionTag } from "./context.js"
 // ---------------------------------------------------------------------------------------------------------------
 // opening a block
 
-/** Makes a block and its handle (the handle's operations close over the block). */
+/**
+ * The handle of a block. Its operations are made when they are read (and close over the block, so that they can
+ * be passed around unbound): a block that never uses them pays nothing for them.
+ */
+class Handle implements HandleWithLevel {
+  readonly id: string
+  readonly name: string
+  readonly depth: number
+  readonly options: ResolvedTransactionOptions
+  readonly startedAt: Date
+  readonly attempt: number
+  readonly [LevelKey]: Level
+  constructor(level: Level, info: TransactionInfo) {
+    this.id = info.id
+    this.name = info.name
+    this.depth = info.depth
+    this.options = info.options
+    this.startedAt = info.startedAt
+    this.attempt = info.attempt
+    this[LevelKey] = level
+  }
+  get savepoint() {
+    const level = this[LevelKey]
+    return (name?: string) => createSavepoint(level, name)
+  }
+  get rollbackTo() {
+    const level = this[LevelKey]
+    return (savepoint: Savepoint) => rollbackToSavepoint(level, savepoint)
+  }
+  get release() {
+    const level = this[LevelKey]
+    return (savepoint: Savepoint) => releaseSavepoint(level, savepoint)
+  }
+  get setRollbackOnly() {
+    const level = this[LevelKey]
+    return Effect.sync(() => {
+      level.rollbackOnly = true
+    })
+  }
+}
+
+/** Makes a block and its handle. */
 const makeLevel = (
   root: Root,
   parent: Level | undefined,
@@ -62,22 +109,7 @@ const makeLevel = (
     rollbackOnly: false,
     hooks: []
   }
-  const handle: HandleWithLevel = {
-    id: info.id,
-    name: info.name,
-    depth: info.depth,
-    options: info.options,
-    startedAt: info.startedAt,
-    attempt: info.attempt,
-    savepoint: (name) => createSavepoint(level, name),
-    rollbackTo: (savepoint) => rollbackToSavepoint(level, savepoint),
-    release: (savepoint) => releaseSavepoint(level, savepoint),
-    setRollbackOnly: Effect.sync(() => {
-      level.rollbackOnly = true
-    }),
-    [LevelKey]: level
-  }
-  ;(level as { handle: Transaction }).handle = handle
+  ;(level as { handle: Transaction }).handle = new Handle(level, info)
   return level
 }
 
@@ -209,12 +241,13 @@ const open = (
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Level, Failure, TransactionManager> =>
   Effect.withFiberRuntime((fiber) => {
-    const context = fiber.currentContext
-    const manager = Context.unsafeGet(context, TransactionManager)
+    // Read from the context's map directly: no Option made for the common case of no transaction.
+    const services = fiber.currentContext.unsafeMap
+    const manager: TransactionManager = services.get(TransactionManager.key)
     {
-      const current = Context.getOption(context, TransactionTag)
-      if (Option.isSome(current)) {
-        const parent = levelOf(current.value)
+      const current: Transaction | undefined = services.get(TransactionTag.key)
+      if (current !== undefined) {
+        const parent = levelOf(current)
         return openNested(
           fiber,
           parent,
@@ -226,10 +259,12 @@ const open = (
           restore
         )
       }
-      const foreign = Context.getOption(context, SqlClient.TransactionConnection)
-      if (Option.isSome(foreign)) {
+      const foreign: Context.Tag.Service<typeof SqlClient.TransactionConnection> | undefined = services.get(
+        SqlClient.TransactionConnection.key
+      )
+      if (foreign !== undefined) {
         // Inside a plain `sql.withTransaction`: join it with a savepoint on its connection.
-        const [conn, depth] = foreign.value
+        const [conn, depth] = foreign
         const root: Root = {
           manager,
           dialect: manager.dialect,

@@ -25,7 +25,10 @@ export interface Recorder {
   readonly ended: (outcome: Outcome, error: string | undefined, seconds: number) => void
 }
 
-const recorders = new Map<string, Recorder>()
+const recorders = new Map<DbSystem, Map<string, Recorder>>()
+
+/** The extra tags of every update: none (the metrics are tagged already), and no array allocated per update. */
+const none: ReadonlyArray<MetricLabel.MetricLabel> = []
 
 const make = (name: string, dbSystem: DbSystem): Recorder => {
   const labels = [MetricLabel.make("transaction", name), MetricLabel.make("db_system", dbSystem)]
@@ -50,33 +53,33 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
   let running = 0
   return {
     started: () => {
-      started.unsafeUpdate(1, [])
-      active.unsafeUpdate(++running, [])
+      started.unsafeUpdate(1, none)
+      active.unsafeUpdate(++running, none)
     },
-    savepoint: () => savepoints.unsafeUpdate(1, []),
-    timeout: () => timeouts.unsafeUpdate(1, []),
-    longRunning: () => longRunning.unsafeUpdate(1, []),
-    savepointBudgetExceeded: () => budget.unsafeUpdate(1, []),
+    savepoint: () => savepoints.unsafeUpdate(1, none),
+    timeout: () => timeouts.unsafeUpdate(1, none),
+    longRunning: () => longRunning.unsafeUpdate(1, none),
+    savepointBudgetExceeded: () => budget.unsafeUpdate(1, none),
     hookFailed: (hook) => {
       let counter = hookFailures.get(hook)
       if (counter === undefined) {
         counter = tag<Counter>("transaction_hook_failures_total", MetricLabel.make("hook", hook))
         hookFailures.set(hook, counter)
       }
-      counter.unsafeUpdate(1, [])
+      counter.unsafeUpdate(1, none)
     },
     ended: (outcome, error, seconds) => {
-      active.unsafeUpdate(--running, [])
-      if (outcome === "committed") committed.unsafeUpdate(1, [])
-      else if (outcome === "rolled_back") rolledBack.unsafeUpdate(1, [])
+      active.unsafeUpdate(--running, none)
+      if (outcome === "committed") committed.unsafeUpdate(1, none)
+      else if (outcome === "rolled_back") rolledBack.unsafeUpdate(1, none)
       if (error !== undefined) {
         let counter = failed.get(error)
         if (counter === undefined) {
           counter = tag<Counter>("transactions_failed_total", MetricLabel.make("error", error))
           failed.set(error, counter)
         }
-        counter.unsafeUpdate(1, [])
-        byError[error]?.unsafeUpdate(1, [])
+        counter.unsafeUpdate(1, none)
+        byError[error]?.unsafeUpdate(1, none)
       }
       let histogram = durations.get(outcome)
       if (histogram === undefined) {
@@ -86,18 +89,23 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
         )
         durations.set(outcome, histogram)
       }
-      histogram.unsafeUpdate(seconds, [])
+      histogram.unsafeUpdate(seconds, none)
     }
   }
 }
 
 /** @internal The recorder of a transaction name on a database, made on first use. */
 export const recorder = (name: string, dbSystem: DbSystem): Recorder => {
-  const key = `${dbSystem}\u0000${name}`
-  let found = recorders.get(key)
+  // Nested maps rather than a joined key: a lookup then hashes no new string.
+  let byName = recorders.get(dbSystem)
+  if (byName === undefined) {
+    byName = new Map()
+    recorders.set(dbSystem, byName)
+  }
+  let found = byName.get(name)
   if (found === undefined) {
     found = make(name, dbSystem)
-    recorders.set(key, found)
+    byName.set(name, found)
   }
   return found
 }

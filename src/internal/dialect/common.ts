@@ -19,6 +19,13 @@ export const standardSavepoints: Pick<
   rollbackToSavepoint: (conn, name) => exec(conn, `ROLLBACK TO SAVEPOINT ${name}`)
 }
 
+/**
+ * @internal
+ * Whether a transaction asks for nothing but the database's defaults (most do: their BEGIN is a constant).
+ */
+export const isPlain = (options: ResolvedTransactionOptions): boolean =>
+  options.isolation === undefined && !options.readOnly && !options.deferrable && options.lockTimeout === undefined
+
 /** @internal Refuses `deferrable` on a database that has no such mode. */
 export const rejectDeferrable = (database: string) => (options: ResolvedTransactionOptions) =>
   options.deferrable

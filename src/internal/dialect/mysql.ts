@@ -4,7 +4,7 @@ import * as Effect from "effect/Effect"
 import type { ClassifiedCode, Dialect } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
-import { exec, property, rejectDeferrable, socketErrorCodes, standardSavepoints } from "./common.js"
+import { exec, isPlain, property, rejectDeferrable, socketErrorCodes, standardSavepoints } from "./common.js"
 
 /** The `mysql2` pool connection behind an `@effect/sql-mysql2` reserved connection. */
 interface MysqlPoolConnection {
@@ -75,6 +75,7 @@ const lockWaitSeconds = (duration: Duration.Duration): number => Math.max(1, Mat
  * set when asked for, sent in one round trip.
  */
 export const beginSql = (options: ResolvedTransactionOptions, label?: string | undefined): string => {
+  if (label === undefined && isPlain(options)) return "START TRANSACTION"
   const statements: Array<string> = []
   if (options.lockTimeout !== undefined) {
     statements.push(
@@ -128,7 +129,8 @@ export const mysql: Dialect = {
   validate: rejectDeferrable("MySQL/MariaDB"),
   begin: (conn, options, label) => exec(conn, beginSql(options, label)),
   subtransactionCache: undefined,
-  commit: (conn, options) => Effect.as(exec(conn, endSql("COMMIT", options)), "committed" as const),
+  commit: (conn, options) =>
+    Effect.as(conn.executeUnprepared(endSql("COMMIT", options), [], undefined), "committed" as const),
   rollback: (conn, options) => exec(conn, endSql("ROLLBACK", options)),
   ...standardSavepoints,
   rollbackAndReleaseSavepoint: (conn, name) => exec(conn, `ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}`),

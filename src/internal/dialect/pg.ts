@@ -5,7 +5,7 @@ import type { ClassifiedCode, Dialect } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { InvalidTransactionOptions } from "../../TransactionError.js"
-import { exec, property, socketErrorCodes, standardSavepoints } from "./common.js"
+import { exec, isPlain, property, socketErrorCodes, standardSavepoints } from "./common.js"
 
 /** The `pg` client behind an `@effect/sql-pg` reserved connection (a public field of its connection class). */
 interface PgPoolClient {
@@ -73,6 +73,7 @@ const literal = (text: string): string => `'${text.replaceAll("'", "''")}'`
 
 /** @internal The BEGIN statement for the options, all modes folded into it, and the local settings after it. */
 export const beginSql = (options: ResolvedTransactionOptions, label?: string | undefined): string => {
+  if (label === undefined && isPlain(options)) return "BEGIN"
   const modes: Array<string> = []
   if (options.isolation !== undefined) modes.push(`ISOLATION LEVEL ${IsolationLevel.toSql(options.isolation)}`)
   if (options.readOnly) modes.push("READ ONLY")
