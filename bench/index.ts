@@ -19,7 +19,17 @@ import * as Mysql from "mysql2"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import Pg from "pg"
-import { RetryPolicy, Transaction, TransactionLayer, withRetry } from "../src/index.js"
+import type * as Library from "../src/index.js"
+
+/**
+ * The library as it ships: compiled by `npm run build` (which `npm run bench` runs first), like the `@effect/sql`
+ * code it is compared with. Transpiled on the fly by tsx it would pay for tsx's own additions to every function.
+ */
+const { RetryPolicy, Transaction, TransactionLayer, withRetry }: typeof Library = await import(
+  new URL("../dist/index.js", import.meta.url).href
+).catch((error: unknown) => {
+  throw new Error(`the compiled library is missing: run \`npm run build\` first (${String(error)})`)
+})
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -91,7 +101,7 @@ const accountOf = (i: number) => (i * 7) % 100
 
 /** The Effect variants of a database: `sql.withTransaction`, `Transaction.atomic` with defaults and with options. */
 const effectVariants = (
-  runtime: ManagedRuntime.ManagedRuntime<SqlClient.SqlClient | Transaction.Transaction | any, unknown>,
+  runtime: ManagedRuntime.ManagedRuntime<SqlClient.SqlClient | Library.Transaction.Transaction | any, unknown>,
   depth: number
 ): ReadonlyArray<Variant> => {
   const update = (i: number) =>
@@ -178,7 +188,7 @@ const forSeconds = async (
 /** The bank workload: 16 workers, 10 accounts, random order; committed transfers per second and retries. */
 const contention = async (database: string, runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
   const seconds = quick ? 1 : 5
-  const policies: ReadonlyArray<readonly [string, RetryPolicy.RetryPolicy]> = [
+  const policies: ReadonlyArray<readonly [string, Library.RetryPolicy.RetryPolicy]> = [
     ["RetryPolicy.default", RetryPolicy.default],
     ["immediate retry", Schedule.recurs(5)],
     ["no jitter", RetryPolicy.exponential({ jitter: false })]

@@ -67,37 +67,114 @@ export const runBody = <A, E, R>(
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
   const body = restore(provideLevel(level, effect))
-  const { name, timeout } = level.handle.options
+  const { timeout } = level.handle.options
   const supervised = timeout !== undefined ||
     (level.root.manager.superviseInterruption && level.root.dialect.cancellable)
-  if (!supervised) return Effect.exit(body)
-  return Effect.gen(function*() {
-    const start = yield* Clock.currentTimeMillis
-    const fiber = yield* Effect.fork(body)
-    let timedOut = false
-    const timer = timeout === undefined ? undefined : yield* Effect.fork(
-      Effect.zipRight(
-        Effect.interruptible(Effect.sleep(timeout)),
-        Effect.suspend(() => {
-          if (fiber.unsafePoll() !== null) return Effect.void
-          timedOut = true
-          return stop(level, fiber)
-        })
-      )
-    )
-    const stopTimer = timer === undefined ? Effect.void : Fiber.interrupt(timer)
-    const awaited = yield* Effect.exit(
-      restore(Fiber.await(fiber)).pipe(
-        Effect.onInterrupt(() => Effect.zipRight(stopTimer, stop(level, fiber)))
-      )
-    )
-    // Interrupted while waiting: the body is stopped; the block ends interrupted, and rolls back.
-    if (Exit.isFailure(awaited)) return Exit.failCause(awaited.cause)
-    const exit = awaited.value
-    yield* stopTimer
-    if (!timedOut) return exit
-    level.root.recorder.timeout()
-    const elapsed = Duration.millis((yield* Clock.currentTimeMillis) - start)
-    return Exit.fail(new TransactionError.TransactionTimeout({ name, timeout: timeout!, elapsed }))
+  return supervised ? supervise(level, body, timeout, restore) : Effect.exit(body)
+}
+
+/** The state of a body under a timeout: whether the deadline stopped it. */
+interface Deadline {
+  timedOut: boolean
+}
+
+/** Stops the body (unless it is done) and waits for its end: the deadline has passed. */
+const expire = <A, E>(level: Level, fiber: Fiber.RuntimeFiber<A, E>, deadline: Deadline) =>
+  Effect.uninterruptible(Effect.suspend(() => {
+    if (fiber.unsafePoll() === null) {
+      deadline.timedOut = true
+      return Effect.zipRight(stop(level, fiber), Fiber.await(fiber))
+    }
+    return Fiber.await(fiber)
+  }))
+
+/** `setTimeout`'s limit: Effect's clock never fires a longer sleep either. */
+const maxTimerMillis = 2 ** 31 - 1
+
+/** Effect's default clock sleeps with `setTimeout`; under another (a `TestClock`), sleeps go through the clock. */
+const DefaultClock = Clock.make().constructor
+
+/**
+ * Waits for the body under Effect's default clock: one `setTimeout` and an observer of the body's fiber, no timer
+ * fiber. (The observer is added from another fiber than the body's, which is safe in JavaScript's one thread: the
+ * body's fiber is not running now, and its exit, checked first, is set before its observers are called.)
+ */
+const awaitWithTimeout = <A, E>(
+  level: Level,
+  fiber: Fiber.RuntimeFiber<A, E>,
+  timeout: Duration.Duration,
+  deadline: Deadline
+): Effect.Effect<Exit.Exit<A, E>> =>
+  Effect.async<Exit.Exit<A, E>>((resume) => {
+    const done = fiber.unsafePoll()
+    if (done !== null) return resume(Effect.succeed(done))
+    const millis = Duration.toMillis(timeout)
+    const observer = (exit: Exit.Exit<A, E>) => {
+      clearTimeout(handle)
+      resume(Effect.succeed(exit))
+    }
+    const handle = millis > maxTimerMillis ? undefined : setTimeout(() => {
+      fiber.removeObserver(observer)
+      resume(expire(level, fiber, deadline))
+    }, millis)
+    fiber.addObserver(observer)
+    return Effect.sync(() => {
+      clearTimeout(handle)
+      fiber.removeObserver(observer)
+    })
   })
+
+/** Waits for the body under another clock: a timer fiber sleeps on the clock, and is stopped with the wait. */
+const awaitWithTimerFiber = <A, E>(
+  level: Level,
+  fiber: Fiber.RuntimeFiber<A, E>,
+  timeout: Duration.Duration,
+  deadline: Deadline
+): Effect.Effect<Exit.Exit<A, E>> =>
+  Effect.flatMap(
+    Effect.fork(Effect.zipRight(Effect.interruptible(Effect.sleep(timeout)), expire(level, fiber, deadline))),
+    (timer) => Effect.ensuring(Fiber.await(fiber), Fiber.interrupt(timer))
+  )
+
+/**
+ * Runs a body in a fiber of its own and waits for it, until the timeout when there is one. Written without a
+ * generator: this runs for every transaction with a timeout.
+ */
+const supervise = <A, E, R>(
+  level: Level,
+  body: Effect.Effect<A, E, R>,
+  timeout: Duration.Duration | undefined,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, R> =>
+  Effect.withFiberRuntime((parent) => {
+    const clock = Context.get(parent.currentDefaultServices, Clock.Clock)
+    const start = clock.unsafeCurrentTimeMillis()
+    const deadline: Deadline = { timedOut: false }
+    return Effect.flatMap(Effect.fork(body), (fiber) => {
+      const wait = timeout === undefined
+        ? Fiber.await(fiber)
+        : clock.constructor === DefaultClock
+        ? awaitWithTimeout(level, fiber, timeout, deadline)
+        : awaitWithTimerFiber(level, fiber, timeout, deadline)
+      return restore(wait).pipe(
+        Effect.onInterrupt(() => stop(level, fiber)),
+        Effect.exit,
+        Effect.map((awaited): Exit.Exit<A, E | TransactionError.TransactionTimeout> =>
+          // Interrupted while waiting: the body is stopped; the block ends interrupted, and rolls back.
+          Exit.isFailure(awaited)
+            ? Exit.failCause(awaited.cause)
+            : deadline.timedOut
+            ? timedOut(level, clock.unsafeCurrentTimeMillis() - start)
+            : awaited.value
+        )
+      )
+    })
+  })
+
+const timedOut = (level: Level, elapsed: number): Exit.Exit<never, TransactionError.TransactionTimeout> => {
+  const { name, timeout } = level.handle.options
+  level.root.recorder.timeout()
+  return Exit.fail(
+    new TransactionError.TransactionTimeout({ name, timeout: timeout!, elapsed: Duration.millis(elapsed) })
+  )
 }

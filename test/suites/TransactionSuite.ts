@@ -4,7 +4,22 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Context, Deferred, Effect, Either, Exit, Fiber, Layer, Option } from "effect"
+import {
+  Cause,
+  Chunk,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  TestClock,
+  TestContext
+} from "effect"
 import { Transaction, TransactionError, TransactionLayer, TransactionManager } from "../../src/index.js"
 import type { PoolOptions } from "../utils/databases.js"
 import { uniqueTable } from "../utils/databases.js"
@@ -507,6 +522,31 @@ export const suite = (target: Target) => {
           assert.isTrue(Option.isSome(info) && info.value.name === "dflt" && info.value.options.readOnly)
           const invalid = yield* Effect.flip(TransactionManager.make({ defaults: { isolation: "chaos" as any } }))
           assert.strictEqual(invalid._tag, "InvalidTransactionOptions")
+        }))
+
+      it.scoped("a timeout follows the fiber's Clock: under a TestClock it expires when the clock says so", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("test_clock")
+          const liveSleep = Effect.sleep(5).pipe(Effect.withClock(Clock.make()))
+          const waitForSleep = Effect.repeat(Effect.zipRight(liveSleep, TestClock.sleeps()), {
+            until: (sleeps) => Chunk.isNonEmpty(sleeps)
+          })
+          const error = yield* Effect.gen(function*() {
+            const fiber = yield* Effect.fork(Effect.flip(
+              Effect.zipRight(t.insert(1), Effect.never).pipe(Transaction.atomic({ timeout: "10 seconds" }))
+            ))
+            yield* waitForSleep
+            yield* TestClock.adjust("9999 millis")
+            yield* Effect.repeatN(liveSleep, 3)
+            assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)), "still running before the deadline")
+            yield* TestClock.adjust("1 millis")
+            return yield* Fiber.join(fiber)
+          }).pipe(Effect.provide(TestContext.TestContext))
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          if (error._tag === "TransactionTimeout") {
+            assert.strictEqual(Duration.toMillis(error.elapsed), 10_000)
+          }
+          assert.deepStrictEqual(yield* t.ids, [])
         }))
     })
   })
