@@ -42,7 +42,7 @@ export const reserve = (
     const classify = <E>(error: E) => classifyError(dialect, error)
     const unavailable = () =>
       new TransactionError.ConnectionUnavailable({ dialect: dialect.name, acquireTimeout: acquireTimeout! })
-    const acquire = Scope.extend(sql.reserve, scope)
+    const acquire = Effect.provideService(sql.reserve, Scope.Scope, scope)
     if (dialect.interruptibleReserve) {
       const bounded = acquireTimeout === undefined
         ? acquire

@@ -153,7 +153,7 @@ const openRoot = (
           dialect,
           conn,
           connScope,
-          liveSavepoints: new Set(),
+          liveSavepoints: undefined,
           savepointCounter: 0,
           poisoned: undefined,
           recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
@@ -216,7 +216,6 @@ const openNested = (
     return Effect.mapBoth(root.dialect.savepoint(root.conn, name), {
       onFailure: (error) => classifyError(root.dialect, error),
       onSuccess: () => {
-        root.liveSavepoints.add(name)
         if (root.entry !== undefined) root.entry.depth = depth
         return makeLevel(root, parent, name, {
           id: parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`,
@@ -270,7 +269,7 @@ const open = (
           dialect: manager.dialect,
           conn,
           connScope: undefined,
-          liveSavepoints: new Set(),
+          liveSavepoints: undefined,
           savepointCounter: 0,
           poisoned: undefined,
           recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
@@ -291,9 +290,9 @@ const open = (
 // closing a block
 
 const forgetSavepoints = (level: Level): void => {
-  for (const savepoint of level.manual) level.root.liveSavepoints.delete(savepoint.name)
+  if (level.manual.length === 0) return
+  for (const savepoint of level.manual) level.root.liveSavepoints?.delete(savepoint.name)
   level.manual.length = 0
-  if (level.savepoint !== undefined) level.root.liveSavepoints.delete(level.savepoint)
 }
 
 const hookInfo = (

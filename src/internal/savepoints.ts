@@ -29,13 +29,13 @@ export const createSavepoint = (level: Level, name: string | undefined): Effect.
     }
     return lockOf(level).withPermits(1)(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
       const actual = name ?? nextSavepointName(root)
-      if (root.liveSavepoints.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
+      if (root.liveSavepoints?.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
       return Effect.zipRight(countSavepoint(root), root.dialect.savepoint(root.conn, actual)).pipe(
         Effect.mapError((error) => classifyError(root.dialect, error)),
         Effect.map(() => {
           const savepoint: Savepoint = { _tag: "Savepoint", name: actual, transactionId: level.handle.id }
           level.manual.push(savepoint)
-          root.liveSavepoints.add(actual)
+          ;(root.liveSavepoints ??= new Set()).add(actual)
           return savepoint
         })
       )
@@ -59,7 +59,7 @@ const withOwnSavepoint = (
   }))
 
 const dropFrom = (level: Level, index: number): void => {
-  for (const dropped of level.manual.splice(index)) level.root.liveSavepoints.delete(dropped.name)
+  for (const dropped of level.manual.splice(index)) level.root.liveSavepoints?.delete(dropped.name)
 }
 
 /** @internal */

@@ -24,8 +24,11 @@ export interface Root {
   readonly conn: Connection
   /** The scope holding the reserved connection; `undefined` when joined to a foreign `sql.withTransaction`. */
   readonly connScope: Scope.CloseableScope | undefined
-  /** Savepoint names in use on the connection. */
-  readonly liveSavepoints: Set<string>
+  /**
+   * The names of the manual savepoints in use on the connection, made on first use (generated names are unique by
+   * construction).
+   */
+  liveSavepoints: Set<string> | undefined
   savepointCounter: number
   /** Set when a savepoint could not be rolled back: the transaction must not commit. */
   poisoned: TransactionError.TransactionError | SqlError | undefined
