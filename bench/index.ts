@@ -38,7 +38,7 @@ const only = args.includes("--only") ? args[args.indexOf("--only") + 1]!.split("
 
 const pgUrl = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const mysqlUrl = process.env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test"
-const rounds = quick ? 2 : 6
+const rounds = quick ? 2 : 10
 const table = `bench_${process.pid}`
 
 interface Variant {
@@ -136,6 +136,16 @@ const effectVariants = (
               timeout: "10 seconds"
             }),
           i
+        )
+      )
+    },
+    {
+      // A reference for the timeout's cost: the usual way to bound a plain transaction.
+      name: "withTransaction + Effect.timeout",
+      run: loop((i) =>
+        Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => nest((e) => Effect.timeout(sql.withTransaction(e), "10 seconds"), i)
         )
       )
     }
@@ -380,6 +390,10 @@ const report = () => {
       variant: r.variant,
       "µs/tx": Number(r.microsPerTx.toFixed(1)),
       "× withTransaction": base === undefined ? "" : Number((r.microsPerTx / base.microsPerTx).toFixed(3)),
+      // The median of the ratios within each round: variants of one round ran next to each other.
+      "× wT, paired": base === undefined
+        ? ""
+        : Number(median(r.samples.map((sample, round) => sample / base.samples[round]!)).toFixed(3)),
       "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3))
     }
   })
