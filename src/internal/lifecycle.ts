@@ -242,7 +242,7 @@ const open = (
   Effect.withFiberRuntime((fiber) => {
     // Read from the context's map directly: no Option made for the common case of no transaction.
     const services = fiber.currentContext.unsafeMap
-    const manager: TransactionManager = services.get(TransactionManager.key)
+    const manager = Context.unsafeGet(fiber.currentContext, TransactionManager)
     {
       const current: Transaction | undefined = services.get(TransactionTag.key)
       if (current !== undefined) {
