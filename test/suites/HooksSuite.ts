@@ -7,20 +7,13 @@ import { Duration, Effect, Either, FastCheck, Layer, Option } from "effect"
 import {
   RetryPolicy,
   Transaction,
-  TransactionError,
   TransactionLayer,
   TransactionManager,
   TransactionMetrics,
   withRetry
 } from "../../src/index.js"
 import type { Target } from "./TransactionSuite.js"
-import { makeTable } from "./TransactionSuite.js"
-
-class Boom {
-  readonly _tag = "Boom"
-}
-
-const deadlock = new TransactionError.DeadlockDetected({ dialect: "pg", code: "40P01", cause: undefined })
+import { Boom, deadlock, makeTable } from "./TransactionSuite.js"
 
 export const suite = (target: Target) => {
   const live = TransactionLayer.pipe(Layer.provideMerge(target.layer()))

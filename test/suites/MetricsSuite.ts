@@ -7,7 +7,6 @@ import { Deferred, Effect, Fiber, Layer, Option, TestClock } from "effect"
 import {
   RetryPolicy,
   Transaction,
-  TransactionError,
   TransactionLayer,
   TransactionManager,
   TransactionMetrics,
@@ -15,13 +14,7 @@ import {
 } from "../../src/index.js"
 import { recordingTracer } from "../utils/tracer.js"
 import type { Target } from "./TransactionSuite.js"
-import { makeTable } from "./TransactionSuite.js"
-
-class Boom {
-  readonly _tag = "Boom"
-}
-
-const deadlock = new TransactionError.DeadlockDetected({ dialect: "pg", code: "40P01", cause: undefined })
+import { Boom, deadlock, makeTable } from "./TransactionSuite.js"
 
 export const suite = (target: Target) => {
   const live = TransactionLayer.pipe(

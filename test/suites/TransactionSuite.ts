@@ -68,9 +68,29 @@ export const makeTable = (prefix: string) =>
     return { name, insert, ids: Effect.map(ids, (ids) => ids.map(Number)), idsHere }
   })
 
-class Boom {
+/** A typed failure of a body, for the suites. */
+export class Boom {
   readonly _tag = "Boom"
 }
+
+/** A deadlock as the classifier makes it, for the suites' retry scripts. */
+export const deadlock = new TransactionError.DeadlockDetected({ dialect: "pg", code: "40P01", cause: undefined })
+
+/**
+ * Holds the pool's one connection in a transaction until `release`, which lets it commit and waits for it: the
+ * pool-of-one tests make the next transaction wait for a connection with it.
+ */
+const holdTheConnection = Effect.gen(function*() {
+  const holding = yield* Deferred.make<void>()
+  const releaseHolder = yield* Deferred.make<void>()
+  const holder = yield* Deferred.succeed(holding, undefined).pipe(
+    Effect.zipRight(Deferred.await(releaseHolder)),
+    Transaction.atomic(),
+    Effect.fork
+  )
+  yield* Deferred.await(holding)
+  return { release: Effect.zipRight(Deferred.succeed(releaseHolder, undefined), Fiber.join(holder)) }
+})
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   assert.isTrue(Exit.isFailure(exit), "expected a failure")
@@ -613,14 +633,7 @@ export const suite = (target: Target) => {
         Effect.gen(function*() {
           const t = yield* makeTable("acquire_timeout")
           const bounded = yield* TransactionManager.make({ acquireTimeout: "200 millis" })
-          const holding = yield* Deferred.make<void>()
-          const releaseHolder = yield* Deferred.make<void>()
-          const holder = yield* Deferred.succeed(holding, undefined).pipe(
-            Effect.zipRight(Deferred.await(releaseHolder)),
-            Transaction.atomic(),
-            Effect.fork
-          )
-          yield* Deferred.await(holding)
+          const holder = yield* holdTheConnection
           const withBound = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
             Effect.provideService(effect, TransactionManager.TransactionManager, bounded)
           const error = yield* t.insert(1).pipe(Transaction.atomic(), withBound, Effect.flip)
@@ -629,8 +642,7 @@ export const suite = (target: Target) => {
           const waiter = yield* t.insert(2).pipe(Transaction.atomic(), withBound, Effect.fork)
           yield* Effect.sleep("20 millis")
           assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(waiter)))
-          yield* Deferred.succeed(releaseHolder, undefined)
-          yield* Fiber.join(holder)
+          yield* holder.release
           yield* t.insert(3).pipe(Transaction.atomic(), withBound)
           assert.deepStrictEqual(yield* t.ids, [3])
         }))
@@ -638,21 +650,13 @@ export const suite = (target: Target) => {
       it.scoped("interrupting a transaction that waits for the pool does not leak the connection", () =>
         Effect.gen(function*() {
           const t = yield* makeTable("pool_wait")
-          const holding = yield* Deferred.make<void>()
-          const releaseHolder = yield* Deferred.make<void>()
-          const holder = yield* Deferred.succeed(holding, undefined).pipe(
-            Effect.zipRight(Deferred.await(releaseHolder)),
-            Transaction.atomic(),
-            Effect.fork
-          )
-          yield* Deferred.await(holding)
+          const holder = yield* holdTheConnection
           const waiter = yield* t.insert(1).pipe(Transaction.atomic(), Effect.fork)
           yield* Effect.sleep("50 millis")
           // The reservation cannot be interrupted half-way (pg, mysql2): the interruption completes once the
           // connection arrives, and the connection is then released.
           const interrupting = yield* Effect.fork(Fiber.interrupt(waiter))
-          yield* Deferred.succeed(releaseHolder, undefined)
-          yield* Fiber.join(holder)
+          yield* holder.release
           const exit = yield* Fiber.join(interrupting)
           assert.isTrue(Exit.isInterrupted(exit))
           // The one connection is back: the next transaction gets it.
