@@ -78,11 +78,10 @@ export const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<v
     : Scope.close(root.connScope, Exit.void)
 
 /**
- * @internal
  * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). After a
  * failed BEGIN there may be no transaction to roll back (SQLite then refuses ROLLBACK): nothing is logged then.
  */
-export const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet = false): Effect.Effect<boolean> =>
+const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet: boolean): Effect.Effect<boolean> =>
   // An interrupted statement may still run on the server (mysql2 never cancels): stop it, or ROLLBACK waits for it.
   Effect.zipRight(root.dialect.cancel(root.conn), root.dialect.rollback(root.conn, options)).pipe(
     Effect.as(false),
@@ -95,3 +94,15 @@ export const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, qu
       )
     )
   )
+
+/**
+ * @internal
+ * Rolls back the outermost transaction and gives its connection back, destroying it when ROLLBACK failed. `quiet`
+ * after a failed BEGIN (see `rollbackRoot`).
+ */
+export const rollbackAndRelease = (
+  root: Root,
+  options: ResolvedTransactionOptions,
+  quiet = false
+): Effect.Effect<void> =>
+  Effect.flatMap(rollbackRoot(root, options, quiet), (destroy) => releaseConnection(root, destroy))

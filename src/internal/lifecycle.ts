@@ -26,7 +26,7 @@ import * as TransactionError from "../TransactionError.js"
 import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import { inTransaction, provideLevel, runBody } from "./body.js"
-import { releaseConnection, reserve, rollbackRoot } from "./connection.js"
+import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
@@ -175,7 +175,7 @@ const openRoot = (
         return Effect.matchEffect(dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined), {
           onFailure: (error) =>
             // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
-            Effect.flatMap(rollbackRoot(root, resolved, true), (destroy) => releaseConnection(root, destroy)).pipe(
+            rollbackAndRelease(root, resolved, true).pipe(
               Effect.zipRight(Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))),
               Effect.zipRight(Effect.fail(classifyError(dialect, error)))
             ),
@@ -365,6 +365,10 @@ const rollbackWith = <A, E>(
         Effect.zipRight(result)
       ))
 
+/** Whether the COMMIT failed in a way that leaves its outcome unknown (the connection was lost during it). */
+const isOutcomeUnknown = (committed: Exit.Failure<void, Failure>): boolean =>
+  committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown"
+
 /** The result of a block whose COMMIT (or RELEASE) ran, without hooks. */
 const committedWithoutHooks = <A, E>(
   level: Level,
@@ -375,9 +379,7 @@ const committedWithoutHooks = <A, E>(
     level.root.outcome = "committed"
     return exit
   }
-  if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
-    level.root.outcome = "unknown"
-  }
+  if (isOutcomeUnknown(committed)) level.root.outcome = "unknown"
   return Exit.failCause(committed.cause)
 }
 
@@ -412,7 +414,7 @@ const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effe
           }
           const failed = Exit.failCause(committed.cause)
           // After CommitOutcomeUnknown, neither afterCommit nor afterRollback: nobody knows which happened.
-          if (committed.cause._tag === "Fail" && committed.cause.error._tag === "CommitOutcomeUnknown") {
+          if (isOutcomeUnknown(committed)) {
             root.outcome = "unknown"
             return failed
           }
@@ -425,8 +427,7 @@ const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effe
   )
 }
 
-const rollbackAndRelease = (level: Level): Effect.Effect<void> =>
-  Effect.flatMap(rollbackRoot(level.root, level.handle.options), (destroy) => releaseConnection(level.root, destroy))
+const rollbackRootBlock = (level: Level): Effect.Effect<void> => rollbackAndRelease(level.root, level.handle.options)
 
 const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
   const { root } = level
@@ -451,12 +452,12 @@ const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
       }
       // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
       // transaction open (SQLite does): roll back, which is harmless where it is already over.
-      return Effect.as(rollbackAndRelease(level), Exit.fail(classified))
+      return Effect.as(rollbackRootBlock(level), Exit.fail(classified))
     }
   })
 }
 
-const rootEnding: Ending = { commit: commitRoot, rollback: rollbackAndRelease }
+const rootEnding: Ending = { commit: commitRoot, rollback: rollbackRootBlock }
 
 const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   forgetSavepoints(level)
