@@ -7,11 +7,26 @@
  *
  * @since 0.1.0
  */
-import type { SqlError } from "@effect/sql/SqlError"
+import { type SqlError, SqlErrorTypeId } from "@effect/sql/SqlError"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Predicate from "effect/Predicate"
 import type { Dialect, DialectName } from "./Dialect.js"
+
+/**
+ * The type id that every error of this module carries: errors are recognised by it (and by their `_tag`), never by
+ * `instanceof`, so that two copies of the package (a linked install, a monorepo) still agree.
+ *
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("effect-sql-tx/TransactionError")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
 
 /**
  * The fields shared by errors that a database reported.
@@ -42,6 +57,7 @@ const describe = (what: string, fields: DatabaseErrorFields): string => {
  * @category errors
  */
 export class DeadlockDetected extends Data.TaggedError("DeadlockDetected")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Deadlock detected", this)
   }
@@ -54,6 +70,7 @@ export class DeadlockDetected extends Data.TaggedError("DeadlockDetected")<Datab
  * @category errors
  */
 export class SerializationFailure extends Data.TaggedError("SerializationFailure")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Serialization failure", this)
   }
@@ -66,6 +83,7 @@ export class SerializationFailure extends Data.TaggedError("SerializationFailure
  * @category errors
  */
 export class LockTimeout extends Data.TaggedError("LockTimeout")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Lock wait timed out", this)
   }
@@ -78,6 +96,7 @@ export class LockTimeout extends Data.TaggedError("LockTimeout")<DatabaseErrorFi
  * @category errors
  */
 export class StatementTimeout extends Data.TaggedError("StatementTimeout")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Statement cancelled by a time limit", this)
   }
@@ -90,6 +109,7 @@ export class StatementTimeout extends Data.TaggedError("StatementTimeout")<Datab
  * @category errors
  */
 export class ReadOnlyViolation extends Data.TaggedError("ReadOnlyViolation")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Write in a read-only transaction", this)
   }
@@ -103,6 +123,7 @@ export class ReadOnlyViolation extends Data.TaggedError("ReadOnlyViolation")<Dat
  * @category errors
  */
 export class ConnectionLost extends Data.TaggedError("ConnectionLost")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Connection lost", this)
   }
@@ -116,6 +137,7 @@ export class ConnectionLost extends Data.TaggedError("ConnectionLost")<DatabaseE
  * @category errors
  */
 export class TransactionAborted extends Data.TaggedError("TransactionAborted")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Transaction aborted by an earlier error; it was rolled back", this)
   }
@@ -129,6 +151,7 @@ export class TransactionAborted extends Data.TaggedError("TransactionAborted")<D
  * @category errors
  */
 export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown")<DatabaseErrorFields> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("The connection failed during COMMIT; the transaction may or may not have committed", this)
   }
@@ -145,6 +168,7 @@ export class ConnectionUnavailable extends Data.TaggedError("ConnectionUnavailab
   /** The bound that expired. */
   readonly acquireTimeout: Duration.Duration
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `No connection from the ${this.dialect} pool within ${Duration.format(this.acquireTimeout)}`
   }
@@ -164,6 +188,7 @@ export class TransactionTimeout extends Data.TaggedError("TransactionTimeout")<{
   /** How long the body had run when it was stopped. */
   readonly elapsed: Duration.Duration
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Transaction "${this.name}" timed out after ${Duration.format(this.elapsed)} (limit ${
       Duration.format(this.timeout)
@@ -184,8 +209,31 @@ export class SavepointError extends Data.TaggedError("SavepointError")<{
   /** Why the operation was refused. */
   readonly reason: string
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Savepoint "${this.savepoint}": ${this.reason}`
+  }
+}
+
+/**
+ * A statement, a hook registration or a savepoint operation reached a block that has already ended: a fiber
+ * forked inside a transaction outlived it, or a captured handle or context was used later. Nothing was sent to
+ * the server; the block's work was committed or rolled back as a whole before.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TransactionClosed extends Data.TaggedError("TransactionClosed")<{
+  /** The id of the block that has ended. */
+  readonly transactionId: string
+  /** The transaction's name. */
+  readonly name: string
+  /** What was refused. */
+  readonly operation: "statement" | "hook" | "savepoint"
+}> {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `Transaction "${this.name}" (${this.transactionId}) has ended: a ${this.operation} can no longer use it`
   }
 }
 
@@ -204,6 +252,7 @@ export class TransactionOptionsConflict extends Data.TaggedError("TransactionOpt
   /** The nested block's value. */
   readonly requested: unknown
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Nested transaction option "${this.option}" = ${JSON.stringify(this.requested)} conflicts with the ` +
       `enclosing transaction's ${JSON.stringify(this.parent)}: a savepoint cannot change it`
@@ -224,6 +273,7 @@ export class InvalidTransactionOptions extends Data.TaggedError("InvalidTransact
   /** Why it was refused. */
   readonly reason: string
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Invalid transaction option "${this.option}" (${String(this.value)}): ${this.reason}`
   }
@@ -238,6 +288,7 @@ export class InvalidTransactionOptions extends Data.TaggedError("InvalidTransact
 export class UnsupportedDialect extends Data.TaggedError("UnsupportedDialect")<{
   readonly dialect: string
 }> {
+  readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Unsupported SQL dialect "${this.dialect}": effect-sql-tx supports pg, mysql and sqlite`
   }
@@ -272,6 +323,8 @@ export type TransactionError =
   | SavepointError
   | TransactionOptionsConflict
   | InvalidTransactionOptions
+  | TransactionClosed
+  | UnsupportedDialect
 
 /**
  * The tag of a {@link DatabaseError}: what a dialect's error table maps driver codes to.
@@ -291,24 +344,22 @@ const constructors: { readonly [K in DatabaseErrorTag]: new(fields: DatabaseErro
   TransactionAborted
 }
 
-const tags: ReadonlySet<string> = new Set<TransactionError["_tag"]>([
-  ...Object.keys(constructors) as Array<DatabaseErrorTag>,
-  "CommitOutcomeUnknown",
-  "ConnectionUnavailable",
-  "TransactionTimeout",
-  "SavepointError",
-  "TransactionOptionsConflict",
-  "InvalidTransactionOptions"
-])
-
 /**
  * Whether `u` is one of the {@link TransactionError}s.
  *
  * @since 0.1.0
  * @category guards
  */
-export const isTransactionError = (u: unknown): u is TransactionError =>
-  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag) && u instanceof Error
+export const isTransactionError = (u: unknown): u is TransactionError => Predicate.hasProperty(u, TypeId)
+
+/**
+ * Whether `u` is an `SqlError` of `@effect/sql`, recognised by its type id (any copy of the package).
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isSqlError = (u: unknown): u is SqlError =>
+  Predicate.hasProperty(u, SqlErrorTypeId) && (u as { readonly _tag?: unknown })._tag === "SqlError"
 
 /**
  * Maps a `SqlError` to the {@link DatabaseError} its driver code stands for, using the dialect's error table, or
@@ -327,7 +378,9 @@ export const isTransactionError = (u: unknown): u is TransactionError =>
  * @since 0.1.0
  * @category classification
  */
-export const classify = (error: SqlError, dialect: Dialect): DatabaseError | SqlError => {
+export const classify = (error: SqlError, dialect: Dialect): DatabaseError | TransactionClosed | SqlError => {
+  // The connection of a block that has ended refuses statements with a `SqlError` around a `TransactionClosed`.
+  if (isTransactionError(error.cause) && error.cause._tag === "TransactionClosed") return error.cause
   const found = dialect.classify(error.cause)
   if (found === undefined) return error
   return new constructors[found.tag]({ dialect: dialect.name, code: found.code, cause: error })

@@ -88,6 +88,28 @@ export interface TransactionManagerConfig {
    * when the pool is saturated. Costs a fiber per transaction. Default `false`.
    */
   readonly superviseInterruption?: boolean | undefined
+  /**
+   * A COMMIT that has not answered within this bound is abandoned: the connection is destroyed (which ends the
+   * transaction on the server unless it had already committed) and the transaction fails with
+   * `CommitOutcomeUnknown`. Measured with real timers. Default 30 seconds.
+   */
+  readonly commitTimeout?: Duration.DurationInput | undefined
+  /**
+   * A hook (global or registered) that runs longer than this is interrupted and treated as a failing hook: a
+   * `beforeCommit` hook then rolls the transaction back; the others are logged and counted. Default 30 seconds.
+   */
+  readonly hookTimeout?: Duration.DurationInput | undefined
+  /**
+   * How many distinct transaction names get metric series of their own, per database. Past it, further names are
+   * recorded under the name `"other"` (a warning is logged once), so that names built from ids cannot grow memory
+   * without bound. Default 200.
+   */
+  readonly maxTransactionNames?: number | undefined
+  /**
+   * Replaces the dialect found from the client, for example with one that instruments or alters its statements
+   * (the fault-injection tests do). Receives the detected dialect.
+   */
+  readonly dialect?: ((detected: Dialect.Dialect) => Dialect.Dialect) | undefined
 }
 
 /**
@@ -128,6 +150,12 @@ export interface TransactionManager {
   readonly failOnSavepointBudget: boolean
   readonly serverLabel: boolean
   readonly superviseInterruption: boolean
+  /** The bound on a COMMIT's answer. */
+  readonly commitTimeout: Duration.Duration
+  /** The bound on each hook. */
+  readonly hookTimeout: Duration.Duration
+  /** How many transaction names get metric series of their own. */
+  readonly maxTransactionNames: number
   /** The clock transactions are timed with. */
   readonly clock: Clock.Clock
   /** The outermost transactions running now, by id (live entries: read them through `active`). */
@@ -158,11 +186,16 @@ export const make = (
 ): Effect.Effect<TransactionManager, InvalidTransactionOptions | UnsupportedDialect, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const dialect = yield* Dialect.fromClient(sql)
+    const detected = yield* Dialect.fromClient(sql)
+    const dialect = config.dialect === undefined ? detected : config.dialect(detected)
     const defaults = yield* Options.validate(config.defaults ?? {})
     const acquireTimeout = yield* Options.positiveDuration("acquireTimeout", config.acquireTimeout)
     const longRunningThreshold =
       (yield* Options.positiveDuration("longRunningThreshold", config.longRunningThreshold)) ?? Duration.seconds(5)
+    const commitTimeout = (yield* Options.positiveDuration("commitTimeout", config.commitTimeout)) ??
+      Duration.seconds(30)
+    const hookTimeout = (yield* Options.positiveDuration("hookTimeout", config.hookTimeout)) ?? Duration.seconds(30)
+    const maxTransactionNames = yield* Options.positiveInteger("maxTransactionNames", config.maxTransactionNames, 200)
     const clock = yield* Effect.clock
     const registry = new Map<string, ActiveTransaction>()
     let counter = 0
@@ -176,6 +209,9 @@ export const make = (
       failOnSavepointBudget: config.failOnSavepointBudget === true,
       serverLabel: config.serverLabel === true,
       superviseInterruption: config.superviseInterruption === true,
+      commitTimeout,
+      hookTimeout,
+      maxTransactionNames,
       clock,
       registry,
       active: Effect.sync(() =>

@@ -2,7 +2,7 @@
  * The connection of a transaction: reserving it without leaking it, rolling back, releasing it or destroying it.
  */
 import type { Connection } from "@effect/sql/SqlConnection"
-import { SqlError } from "@effect/sql/SqlError"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -34,7 +34,7 @@ export const reserve = (
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<
   readonly [Connection, Scope.CloseableScope],
-  TransactionError.DatabaseError | SqlError | TransactionError.ConnectionUnavailable
+  TransactionError.TransactionError | SqlError
 > =>
   Effect.flatMap(Scope.make(), (scope) => {
     const { acquireTimeout, dialect, sql } = manager

@@ -45,6 +45,18 @@ export const positiveDuration = (
   return Either.right(decoded.value)
 }
 
+/** @internal A whole number ≥ 1, or the default when not given. */
+export const positiveInteger = (
+  option: string,
+  input: number | undefined,
+  fallback: number
+): Either.Either<number, InvalidTransactionOptions> =>
+  input === undefined
+    ? Either.right(fallback)
+    : Number.isSafeInteger(input) && input >= 1
+    ? Either.right(input)
+    : invalid(option, input, "expected a whole number ≥ 1")
+
 /** The first invalid option, or `undefined`. Plain code: it runs for every transaction given an options object. */
 const firstInvalid = (options: TransactionOptions): InvalidTransactionOptions | undefined => {
   if (options.name !== undefined && (typeof options.name !== "string" || !namePattern.test(options.name))) {

@@ -3,7 +3,7 @@
  * lifecycle shares about them.
  */
 import type { Connection } from "@effect/sql/SqlConnection"
-import { SqlError } from "@effect/sql/SqlError"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
@@ -86,8 +86,11 @@ export const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.
 export type Failure = TransactionError.TransactionError | SqlError
 
 /** @internal */
-export const classifyError = <E>(dialect: Dialect, error: E): E | TransactionError.DatabaseError =>
-  error instanceof SqlError ? TransactionError.classify(error, dialect) as E | TransactionError.DatabaseError : error
+export const classifyError = <E>(
+  dialect: Dialect,
+  error: E
+): E | TransactionError.DatabaseError | TransactionError.TransactionClosed =>
+  TransactionError.isSqlError(error) ? TransactionError.classify(error, dialect) as E : error
 
 /** @internal */
 export const classifyExit = <A, E>(dialect: Dialect, exit: Exit.Exit<A, E>) =>
