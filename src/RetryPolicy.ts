@@ -169,7 +169,13 @@ export const withRetry = <Out = unknown, R2 = never>(
         let lastError: unknown = undefined
         // Transactions of an attempt defer their afterRollback hooks here: discarded when the effect runs again,
         // run when withRetry stops, whatever the outcome.
-        const state: RetryAttempt = { attempt: 0, deferred: [], lastTransaction: undefined }
+        const state: RetryAttempt = {
+          attempt: 0,
+          deferred: [],
+          lastTransaction: undefined,
+          committed: false,
+          failure: undefined
+        }
         const oneAttempt = Effect.locally(
           Effect.suspend(() => {
             state.attempt++

@@ -25,6 +25,13 @@ export interface RetryAttempt {
   readonly deferred: Array<Effect.Effect<void>>
   /** The name of the last transaction of the attempt that ended, to tag the retry with. */
   lastTransaction: string | undefined
+  /** Whether an outermost transaction of the attempt committed: running the attempt again would commit it twice. */
+  committed: boolean
+  /**
+   * The error with which the last outermost transaction of the attempt ended (`undefined` if it succeeded): inside
+   * a running transaction, only such an error (of an `independent` transaction) may be retried.
+   */
+  failure: unknown
 }
 
 /** @internal */

@@ -471,8 +471,14 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
 /** Records the end of an outermost transaction: metrics, span, registry. */
 const record = <A, E>(level: Level, result: Exit.Exit<A, E>): void => {
   const { root } = level
-  // Tell the enclosing withRetry which transaction a retry is for (its metric's tag).
-  if (root.retry !== undefined) root.retry.lastTransaction = level.handle.name
+  // Tell the enclosing withRetry which transaction a retry is for (its metric's tag), whether one committed (the
+  // attempt must not run again) and what the transaction ended with.
+  const retry = root.retry
+  if (retry !== undefined) {
+    retry.lastTransaction = level.handle.name
+    if (root.outcome === "committed") retry.committed = true
+    retry.failure = Exit.isFailure(result) ? Option.getOrUndefined(Cause.failureOption(result.cause)) : undefined
+  }
   const now = root.manager.clock.unsafeCurrentTimeNanos()
   root.recorder.ended(root.outcome, errorTag(result), Number(now - root.startNanos) / 1e9)
   if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
