@@ -54,6 +54,18 @@ export interface ClassifiedCode {
 }
 
 /**
+ * What a transaction's statements share about its fate: the error after which the database had rolled the whole
+ * transaction back (a MySQL/MariaDB deadlock, a lost connection…). Once it is set no statement of the transaction
+ * is sent: they fail with it, and the transaction ends with it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Fate {
+  doomed: SqlError | undefined
+}
+
+/**
  * Everything database-specific that a transaction needs.
  *
  * @since 0.1.0
@@ -102,8 +114,27 @@ export interface Dialect {
   readonly cancel: (conn: Connection) => Effect.Effect<boolean>
   /** Whether `cancel` can stop a running statement (SQLite runs statements synchronously: nothing to cancel). */
   readonly cancellable: boolean
-  /** Makes sure the connection is closed instead of going back to the pool (its state is unknown). */
+  /**
+   * Makes sure the connection is closed instead of going back to the pool, or, where it cannot be replaced
+   * (SQLite's one connection), that no transaction is left open on it.
+   */
   readonly destroy: (conn: Connection) => Effect.Effect<void>
+  /**
+   * Closes the connection's socket at once, failing the statement in flight (a timer calls it when COMMIT does
+   * not answer); `undefined` where statements run in process (SQLite).
+   */
+  readonly abandon: ((conn: Connection) => void) | undefined
+  /**
+   * The connection the statements of a transaction run on: one that cancels an interrupted statement on the
+   * server without a pool slot and returns once it has settled, and that records in `fate` a failure after which
+   * the server rolled the whole transaction back, before it sends anything else.
+   */
+  readonly statements: (conn: Connection, fate: Fate) => Connection
+  /**
+   * Whether any failed statement aborts the innermost savepoint (or the transaction) until it is rolled back
+   * (PostgreSQL: later statements fail with 25P02), rather than the statement alone.
+   */
+  readonly errorAbortsBlock: boolean
 }
 
 export {

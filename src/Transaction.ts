@@ -16,7 +16,7 @@ import * as Hooks from "./internal/hooks.js"
 import * as internal from "./internal/lifecycle.js"
 import { registerHook } from "./internal/state.js"
 import type { IsolationLevel } from "./IsolationLevel.js"
-import type { TransactionError } from "./TransactionError.js"
+import type { TransactionClosed, TransactionError } from "./TransactionError.js"
 import type { TransactionManager } from "./TransactionManager.js"
 
 /**
@@ -311,7 +311,8 @@ export const setRollbackOnly: Effect.Effect<void, never, Transaction> = Effect.f
 const register = (kind: Hooks.HookKind) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.flatMap(
     Transaction,
-    (tx) => Effect.contextWith((context: Context.Context<R>) => registerHook(tx, Hooks.capture(kind, effect, context)))
+    (tx) =>
+      Effect.contextWithEffect((context: Context.Context<R>) => registerHook(tx, Hooks.capture(kind, effect, context)))
   )
 
 /**
@@ -346,7 +347,7 @@ export type OutsideTransaction<R> = [Extract<R, Transaction>] extends [never] ? 
  */
 export const beforeCommit: <A, R>(
   effect: Effect.Effect<A, TransactionError | SqlError, R>
-) => Effect.Effect<void, never, Transaction | R> = register("beforeCommit")
+) => Effect.Effect<void, TransactionClosed, Transaction | R> = register("beforeCommit")
 
 /**
  * Registers an effect to run after the outermost COMMIT succeeded, outside the transaction: its statements take a
@@ -369,7 +370,7 @@ export const beforeCommit: <A, R>(
  */
 export const afterCommit: <A, E, R>(
   effect: Effect.Effect<A, E, R> & OutsideTransaction<R>
-) => Effect.Effect<void, never, Transaction | R> = register("afterCommit")
+) => Effect.Effect<void, TransactionClosed, Transaction | R> = register("afterCommit")
 
 /**
  * Registers an effect to run just before the outermost ROLLBACK, inside the transaction. Its failures and defects
@@ -380,7 +381,7 @@ export const afterCommit: <A, E, R>(
  */
 export const beforeRollback: <A, E, R>(
   effect: Effect.Effect<A, E, R>
-) => Effect.Effect<void, never, Transaction | R> = register("beforeRollback")
+) => Effect.Effect<void, TransactionClosed, Transaction | R> = register("beforeRollback")
 
 /**
  * Registers an effect to run after the outermost ROLLBACK, outside the transaction. Under `withRetry` it runs when
@@ -392,4 +393,4 @@ export const beforeRollback: <A, E, R>(
  */
 export const afterRollback: <A, E, R>(
   effect: Effect.Effect<A, E, R> & OutsideTransaction<R>
-) => Effect.Effect<void, never, Transaction | R> = register("afterRollback")
+) => Effect.Effect<void, TransactionClosed, Transaction | R> = register("afterRollback")

@@ -197,6 +197,27 @@ export class TransactionTimeout extends Data.TaggedError("TransactionTimeout")<{
 }
 
 /**
+ * A hook ran longer than the manager's `hookTimeout` and was interrupted. A `beforeCommit` hook that times out
+ * rolls the transaction back with this error; the other kinds are logged and counted like any failing hook.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HookTimeout extends Data.TaggedError("HookTimeout")<{
+  /** The kind of hook. */
+  readonly hook: "beforeCommit" | "afterCommit" | "beforeRollback" | "afterRollback"
+  /** The transaction's name. */
+  readonly name: string
+  /** The limit that was set. */
+  readonly timeout: Duration.Duration
+}> {
+  readonly [TypeId]: TypeId = TypeId
+  override get message(): string {
+    return `A ${this.hook} hook of transaction "${this.name}" ran longer than ${Duration.format(this.timeout)}`
+  }
+}
+
+/**
  * A manual savepoint operation was refused: an invalid name, an unknown or already released savepoint, or a
  * savepoint of another transaction or block. Nothing was sent to the server.
  *
@@ -320,6 +341,7 @@ export type TransactionError =
   | CommitOutcomeUnknown
   | ConnectionUnavailable
   | TransactionTimeout
+  | HookTimeout
   | SavepointError
   | TransactionOptionsConflict
   | InvalidTransactionOptions

@@ -9,6 +9,7 @@ import { Deferred, Effect, Either, Fiber, Layer } from "effect"
 import {
   RetryPolicy,
   Transaction,
+  TransactionError,
   TransactionLayer,
   TransactionManager,
   TransactionMetrics,
@@ -54,12 +55,45 @@ describe("pg: modes", () => {
 
 describe("pg: aborted transactions", () => {
   layer(live, { excludeTestServices: true })((it) => {
-    it.scoped("a COMMIT the server answers with ROLLBACK fails with TransactionAborted", () =>
+    it.scoped("an error caught at depth 0 dooms the transaction: later statements and the end fail with it", () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const t = yield* makeTable("aborted")
         const error = yield* Effect.gen(function*() {
           yield* t.insert(1)
+          const failed = yield* Effect.either(sql`SELECT 1 / 0`)
+          assert.isTrue(Either.isLeft(failed))
+          // PostgreSQL would answer 25P02; the statement is refused with the error that aborted the transaction.
+          const later = yield* Effect.flip(t.insert(2))
+          assert.strictEqual((later as any).cause.code, "22012")
+          return "looks fine"
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.instanceOf(error, SqlError)
+        assert.strictEqual((error as any).cause.code, "22012")
+        assert.deepStrictEqual(yield* t.ids, [])
+      }))
+
+    it.scoped("a caught serialization failure at depth 0 ends the transaction with it: retryable", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const error = yield* Effect.gen(function*() {
+          yield* Effect.either(
+            sql`DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$`
+          )
+          return "looks fine"
+        }).pipe(Transaction.atomic(), Effect.flip)
+        assert.strictEqual(error._tag, "SerializationFailure")
+        assert.isTrue(TransactionError.isRetryable(error))
+      }))
+
+    it.scoped("a COMMIT the server answers with ROLLBACK fails with TransactionAborted", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const t = yield* makeTable("aborted_commit")
+        const error = yield* Effect.gen(function*() {
+          yield* t.insert(1)
+          // With a manual savepoint the code may still roll back to it: the library leaves the error to the server.
+          yield* Transaction.savepoint("before")
           const failed = yield* Effect.either(sql`SELECT 1 / 0`)
           assert.isTrue(Either.isLeft(failed))
           return "looks fine"
@@ -68,7 +102,7 @@ describe("pg: aborted transactions", () => {
         assert.deepStrictEqual(yield* t.ids, [])
       }))
 
-    it.scoped("a nested block that caught a statement error fails and rolls back to its savepoint", () =>
+    it.scoped("a nested block that caught a statement error fails with it and rolls back to its savepoint", () =>
       Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const t = yield* makeTable("aborted_nested")
@@ -78,7 +112,8 @@ describe("pg: aborted transactions", () => {
             yield* t.insert(2)
             yield* Effect.either(sql`SELECT 1 / 0`)
           }).pipe(Transaction.atomic(), Effect.flip)
-          assert.strictEqual(inner._tag, "TransactionAborted")
+          assert.instanceOf(inner, SqlError)
+          assert.strictEqual((inner as any).cause.code, "22012")
           yield* t.insert(3)
         }).pipe(Transaction.atomic())
         assert.deepStrictEqual(yield* t.ids, [1, 3])

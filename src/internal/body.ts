@@ -2,6 +2,7 @@
  * Running the body of a block: its context (the transaction, its connection, its span), and its timeout.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -23,35 +24,43 @@ import { type Level } from "./state.js"
  * A context inside a block: its `Transaction`, its connection as `@effect/sql`'s `TransactionConnection` (so that
  * plain statements run on it), and the transaction's span as the parent of its statements.
  */
-export const inTransaction = <R>(level: Level, context: Context.Context<R>): Context.Context<R> => {
+export const inTransaction = <R>(
+  level: Level,
+  context: Context.Context<R>,
+  connection: Connection = level.connection
+): Context.Context<R> => {
   // One copy of the context's map rather than one per `Context.add`: this runs for every block.
   const services = new Map(context.unsafeMap)
   services.set(TransactionTag.key, level.handle)
-  services.set(SqlClient.TransactionConnection.key, [level.root.conn, level.handle.depth])
+  // The block's guard, not the connection itself: it refuses statements once the block has ended.
+  services.set(SqlClient.TransactionConnection.key, [connection, level.handle.depth])
   if (level.root.span !== undefined) services.set(Tracer.ParentSpan.key, level.root.span)
   return Context.unsafeMake(services)
 }
 
 /** @internal */
-export const provideLevel = <A, E, R>(level: Level, effect: Effect.Effect<A, E, R>) =>
+export const provideLevel = <A, E, R>(
+  level: Level,
+  effect: Effect.Effect<A, E, R>,
+  connection: Connection = level.connection
+) =>
   Effect.mapInputContext(
     effect,
-    (context: Context.Context<Exclude<R, Transaction>>) => inTransaction(level, context) as Context.Context<R>
+    (context: Context.Context<Exclude<R, Transaction>>) =>
+      inTransaction(level, context, connection) as Context.Context<R>
   )
 
-/** After a statement was cancelled on the server, how long the body gets to return its error before it is interrupted. */
-const cancelGrace = Duration.millis(500)
-
 /**
- * Stops a running body: first the statement in flight is cancelled on the server (so that the interruption does
- * not leave it running, nor need a pool slot to cancel it), then the body is interrupted.
+ * Stops a running body and waits for its end: from now on its guard refuses statements (a body that catches the
+ * error of its cancelled statement cannot send another), and the statement in flight, if any, is cancelled on the
+ * server by its own interruption (see `Dialect.statements`), which waits for it to settle. Nothing here depends
+ * on the caller being interruptible: this runs in finalizers.
  */
 const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
-  Effect.flatMap(level.root.dialect.cancel(level.root.conn), (cancelled) =>
-    Effect.zipRight(
-      cancelled ? Effect.interruptible(Effect.timeoutOption(Fiber.await(body), cancelGrace)) : Effect.void,
-      Fiber.interrupt(body)
-    ))
+  Effect.suspend(() => {
+    level.connection.stopped = true
+    return Fiber.interrupt(body)
+  })
 
 /**
  * @internal

@@ -7,6 +7,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type { ResolvedTransactionOptions } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
@@ -69,26 +70,43 @@ export const reserve = (
     )
   })
 
-/** @internal Gives a connection back to the pool, destroying it first when its state is unknown. */
+/**
+ * @internal
+ * Gives a connection back to the pool, destroying it first when its state is unknown; once, whatever happens to
+ * the destroy (its scope is closed all the same).
+ */
 export const releaseConnection = (root: Root, destroy: boolean): Effect.Effect<void> =>
-  root.connScope === undefined
-    ? Effect.void
-    : destroy
-    ? Effect.zipRight(root.dialect.destroy(root.conn), Scope.close(root.connScope, Exit.void))
-    : Scope.close(root.connScope, Exit.void)
+  Effect.suspend(() => {
+    if (root.connScope === undefined || root.released) return Effect.void
+    root.released = true
+    const close = Scope.close(root.connScope, Exit.void)
+    return destroy
+      ? Effect.ensuring(Effect.catchAllCause(root.dialect.destroy(root.conn), logDestroyFailure), close)
+      : close
+  })
+
+const logDestroyFailure = (cause: Cause.Cause<unknown>) =>
+  Effect.logWarning("effect-sql-tx: destroying a connection failed", cause)
 
 /**
- * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed: its state is unknown). After a
- * failed BEGIN there may be no transaction to roll back (SQLite then refuses ROLLBACK): nothing is logged then.
+ * Rolls back; returns whether the connection must be destroyed (ROLLBACK failed, died or was interrupted: its
+ * state is unknown). After a failed BEGIN there may be no transaction to roll back (SQLite then refuses
+ * ROLLBACK): nothing is logged then.
  */
 const rollbackRoot = (root: Root, options: ResolvedTransactionOptions, quiet: boolean): Effect.Effect<boolean> =>
-  // An interrupted statement may still run on the server (mysql2 never cancels): stop it, or ROLLBACK waits for it.
+  // A statement of another fiber may still run on the server: stop it, or ROLLBACK waits for it.
   Effect.zipRight(root.dialect.cancel(root.conn), root.dialect.rollback(root.conn, options)).pipe(
     Effect.as(false),
-    Effect.catchAll((error) =>
+    Effect.catchAllCause((cause) =>
       quiet ? Effect.succeed(true) : Effect.as(
         Effect.logWarning("effect-sql-tx: ROLLBACK failed; the connection is discarded").pipe(
-          Effect.annotateLogs("error", String(classifyError(root.dialect, error)))
+          Effect.annotateLogs(
+            "error",
+            String(Option.match(Cause.failureOption(cause), {
+              onNone: () => Cause.pretty(cause),
+              onSome: (error) => classifyError(root.dialect, error)
+            }))
+          )
         ),
         true
       )

@@ -3,7 +3,9 @@
  */
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { HookTimeout } from "../TransactionError.js"
 import type { HookInfo, TransactionHooks } from "../TransactionManager.js"
 import { withoutTransaction } from "./context.js"
 import type { Recorder } from "./metrics.js"
@@ -44,7 +46,7 @@ const recordFailure = (
  * @internal
  * The hooks of one kind, global first, then the registered ones in registration order (including those registered
  * while they run). `beforeCommit` stops at the first failure or defect, which becomes the transaction's; the other
- * kinds log and count each failure and go on.
+ * kinds log and count each failure and go on. Each hook is interrupted past `timeout` (a `HookTimeout` failure).
  */
 export const run = (
   kind: HookKind,
@@ -52,13 +54,21 @@ export const run = (
   global: TransactionHooks | undefined,
   info: HookInfo,
   inside: (effect: Effect.Effect<void, unknown>) => Effect.Effect<void, unknown>,
-  recorder: Recorder
+  recorder: Recorder,
+  timeout: Duration.Duration
 ): Effect.Effect<void, unknown> => {
   const globalHook = global?.[kind]
+  const bounded = (effect: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
+    // Interruptible in the timeout's own fiber: the transaction closes uninterruptibly, and the caller may have been
+    // interrupted already (an interruptible region of this fiber would then end at once).
+    Effect.timeoutFail(Effect.interruptible(inside(effect)), {
+      duration: timeout,
+      onTimeout: () => new HookTimeout({ hook: kind, name: info.name, timeout })
+    })
   const one = (effect: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
     kind === "beforeCommit"
-      ? inside(effect)
-      : Effect.catchAllCause(inside(effect), (cause) => recordFailure(kind, cause, info, recorder))
+      ? bounded(effect)
+      : Effect.catchAllCause(bounded(effect), (cause) => recordFailure(kind, cause, info, recorder))
   return Effect.suspend(() => {
     let index = 0
     const next = (): Effect.Effect<void, unknown> => {

@@ -3,6 +3,7 @@
  * Nested blocks take the same path with a savepoint instead of a connection and BEGIN.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -28,6 +29,7 @@ import { TransactionManager } from "../TransactionManager.js"
 import { inTransaction, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
+import { BlockConnection } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
@@ -104,12 +106,16 @@ const makeLevel = (
     parent,
     savepoint,
     handle: undefined as unknown as Transaction,
+    connection: undefined as unknown as BlockConnection,
     manual: [],
     lock: undefined,
     rollbackOnly: false,
+    closed: false,
+    aborted: undefined,
     hooks: []
   }
   ;(level as { handle: Transaction }).handle = new Handle(level, info)
+  ;(level as { connection: BlockConnection }).connection = new BlockConnection(level)
   return level
 }
 
@@ -155,7 +161,9 @@ const openRoot = (
           connScope,
           liveSavepoints: undefined,
           savepointCounter: 0,
-          poisoned: undefined,
+          doomed: undefined,
+          statements: conn,
+          released: false,
           recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
           span,
           entry: {
@@ -172,12 +180,16 @@ const openRoot = (
           outcome: "rolled_back",
           budgetReported: false
         }
-        return Effect.matchEffect(dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined), {
-          onFailure: (error) =>
+        root.statements = dialect.statements(conn, root)
+        const begin = dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined)
+        return Effect.matchCauseEffect(begin, {
+          onFailure: (cause) =>
             // BEGIN may have half-succeeded (a transaction is open but a folded statement failed): roll back.
             rollbackAndRelease(root, resolved, true).pipe(
-              Effect.zipRight(Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.fail(error)))),
-              Effect.zipRight(Effect.fail(classifyError(dialect, error)))
+              Effect.zipRight(
+                Effect.sync(() => span.end(manager.clock.unsafeCurrentTimeNanos(), Exit.failCause(cause)))
+              ),
+              Effect.zipRight(Effect.failCause(Cause.map(cause, (error) => classifyError(dialect, error))))
             ),
           onSuccess: () => {
             root.recorder.started()
@@ -213,7 +225,9 @@ const openNested = (
   const resolved = withoutTimeoutUnless(bounded, resolution.right)
   const create = Effect.flatMap(countSavepoint(root), () => {
     const name = nextSavepointName(root)
-    return Effect.mapBoth(root.dialect.savepoint(root.conn, name), {
+    // Through the parent's guard: refused when the transaction was rolled back or the parent aborted.
+    const target = parent === undefined ? root.statements : parent.connection
+    return Effect.mapBoth(root.dialect.savepoint(target, name), {
       onFailure: (error) => classifyError(root.dialect, error),
       onSuccess: () => {
         if (root.entry !== undefined) root.entry.depth = depth
@@ -271,7 +285,9 @@ const open = (
           connScope: undefined,
           liveSavepoints: undefined,
           savepointCounter: 0,
-          poisoned: undefined,
+          doomed: undefined,
+          statements: conn,
+          released: false,
           recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
           span: undefined,
           entry: undefined,
@@ -280,6 +296,7 @@ const open = (
           outcome: "rolled_back",
           budgetReported: false
         }
+        root.statements = manager.dialect.statements(conn, root)
         return openNested(fiber, undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
       return openRoot(fiber, manager, options, bounded, restore)
@@ -291,7 +308,7 @@ const open = (
 
 const forgetSavepoints = (level: Level): void => {
   if (level.manual.length === 0) return
-  for (const savepoint of level.manual) level.root.liveSavepoints?.delete(savepoint.name)
+  for (const { savepoint } of level.manual) level.root.liveSavepoints?.delete(savepoint.name)
   level.manual.length = 0
 }
 
@@ -318,15 +335,21 @@ export const infoOf = ({ attempt, depth, id, name, options, startedAt }: Transac
 /** Whether a block that ends the transaction has hooks to run (most have none: they skip all of it). */
 const hasHooks = (level: Level): boolean => level.hooks.length > 0 || level.root.manager.hooks !== undefined
 
-/** Runs the hooks of a kind for a block that ends the transaction (the outermost, or one joined to a foreign one). */
+/**
+ * Runs the hooks of a kind for a block that ends the transaction (the outermost, or one joined to a foreign one).
+ * Those that run inside the transaction get a guard of their own: stopping the body does not stop them.
+ */
 const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Effect<void, unknown> =>
   Hooks.run(
     kind,
     level.hooks,
     level.root.manager.hooks,
     info,
-    kind === "beforeCommit" || kind === "beforeRollback" ? (effect) => provideLevel(level, effect) : identity,
-    level.root.recorder
+    kind === "beforeCommit" || kind === "beforeRollback"
+      ? (effect) => provideLevel(level, effect, new BlockConnection(level))
+      : identity,
+    level.root.recorder,
+    level.root.manager.hookTimeout
   )
 
 /**
@@ -343,8 +366,9 @@ const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> => {
 
 /**
  * How a block that ends the transaction ends: COMMIT or ROLLBACK for the outermost transaction, RELEASE or
- * ROLLBACK TO for a block joined to a foreign `sql.withTransaction`. Each is called when its statement is to run:
- * a statement's effect may do work when it is built (better-sqlite3 prepares it).
+ * ROLLBACK TO for a block joined to a foreign `sql.withTransaction`. Each is called when its statement is to run
+ * (a statement's effect may do work when it is built: better-sqlite3 prepares it), and closes the block first:
+ * from then on its guards refuse statements, whichever fiber sends them.
  */
 interface Ending {
   readonly commit: (level: Level) => Effect.Effect<Exit.Exit<void, Failure>>
@@ -384,6 +408,18 @@ const committedWithoutHooks = <A, E>(
 }
 
 /**
+ * The error a block must end with although its body may have succeeded: the transaction was rolled back by the
+ * database (its doom), or, on PostgreSQL, the block was aborted by an error. A defect or an interruption of the
+ * body is kept: it says more about what happened.
+ */
+const failureOf = <A, E>(level: Level, exit: Exit.Exit<A, E>): Exit.Exit<never, Failure> | undefined => {
+  const error = level.root.doomed ?? level.aborted
+  if (error === undefined) return undefined
+  if (Exit.isFailure(exit) && Option.isNone(Cause.failureOption(exit.cause))) return undefined
+  return Exit.fail(classifyError(level.root.dialect, error))
+}
+
+/**
  * Ends a block that ends the transaction: `beforeCommit` hooks, then COMMIT (`release` for a block joined to a
  * foreign transaction) and the `afterCommit` hooks; or, on any failure, `beforeRollback` hooks, ROLLBACK
  * (`rollback`) and the `afterRollback` hooks.
@@ -391,8 +427,9 @@ const committedWithoutHooks = <A, E>(
 const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const { dialect } = root
+  const failed = failureOf(level, exit)
+  if (failed !== undefined) return rollbackWith(level, ending, failed)
   if (Exit.isFailure(exit)) return rollbackWith(level, ending, classifyExit(dialect, exit))
-  if (root.poisoned !== undefined) return rollbackWith(level, ending, Exit.fail(root.poisoned))
   if (level.rollbackOnly) return rollbackWith(level, ending, exit)
   if (!hasHooks(level)) {
     return Effect.flatMap(ending.commit(level), (committed) => committedWithoutHooks(level, exit, committed))
@@ -404,6 +441,9 @@ const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effe
         if (Exit.isFailure(before)) {
           return rollbackWith(level, ending, classifyExit(dialect, before as Exit.Exit<never, Failure>))
         }
+        // A beforeCommit hook may have met an error that rolled the transaction back.
+        const doomed = failureOf(level, exit)
+        if (doomed !== undefined) return rollbackWith(level, ending, doomed)
         return Effect.flatMap(ending.commit(level), (committed): Effect.Effect<A, E | Failure> => {
           if (Exit.isSuccess(committed)) {
             root.outcome = "committed"
@@ -427,29 +467,50 @@ const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effe
   )
 }
 
-const rollbackRootBlock = (level: Level): Effect.Effect<void> => rollbackAndRelease(level.root, level.handle.options)
+const rollbackRootBlock = (level: Level): Effect.Effect<void> => {
+  level.closed = true
+  return rollbackAndRelease(level.root, level.handle.options)
+}
 
+/**
+ * Commits the outermost transaction. A COMMIT that does not answer within the manager's `commitTimeout` has its
+ * connection closed under it (a timer, not a fiber: this runs for every transaction), which fails it: its outcome
+ * is then unknown.
+ */
 const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
+  level.closed = true
   const { root } = level
   const { dialect } = root
-  return Effect.matchEffect(dialect.commit(root.conn, level.handle.options), {
-    onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> =>
-      Effect.as(
+  const unknown = (code: string | undefined, cause: unknown) =>
+    Effect.as(
+      releaseConnection(root, true),
+      Exit.fail(new TransactionError.CommitOutcomeUnknown({ dialect: dialect.name, code, cause }))
+    )
+  let expired = false
+  const abandon = dialect.abandon
+  const timer = abandon === undefined ? undefined : setTimeout(() => {
+    expired = true
+    abandon(root.conn)
+  }, Duration.toMillis(root.manager.commitTimeout))
+  return Effect.matchCauseEffect(dialect.commit(root.conn, level.handle.options), {
+    onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> => {
+      clearTimeout(timer)
+      return Effect.as(
         releaseConnection(root, false),
         outcome === "committed" ? Exit.void : Exit.fail(
           new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
         )
-      ),
-    onFailure: (error): Effect.Effect<Exit.Exit<void, Failure>> => {
+      )
+    },
+    onFailure: (cause): Effect.Effect<Exit.Exit<void, Failure>> => {
+      clearTimeout(timer)
+      const failure = Cause.failureOption(cause)
+      // A defect or an interruption during COMMIT: nobody knows what was sent; the connection is destroyed.
+      if (Option.isNone(failure)) return Effect.as(releaseConnection(root, true), Exit.failCause(cause))
+      const error = failure.value
+      if (expired) return unknown("commitTimeout", error)
       const classified = classifyError(dialect, error)
-      if (classified._tag === "ConnectionLost") {
-        const unknown = new TransactionError.CommitOutcomeUnknown({
-          dialect: dialect.name,
-          code: classified.code,
-          cause: error
-        })
-        return Effect.as(releaseConnection(root, true), Exit.fail(unknown))
-      }
+      if (classified._tag === "ConnectionLost") return unknown(classified.code, error)
       // A COMMIT refused by the database (a deferred constraint, a serialization failure) may leave the
       // transaction open (SQLite does): roll back, which is harmless where it is already over.
       return Effect.as(rollbackRootBlock(level), Exit.fail(classified))
@@ -461,10 +522,11 @@ const rootEnding: Ending = { commit: commitRoot, rollback: rollbackRootBlock }
 
 const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   forgetSavepoints(level)
-  // Already uninterruptible: recording after `exit` costs fewer steps than `onExit`.
+  // Already uninterruptible: recording after `exit` costs fewer steps than `onExit`. Whatever `finish` did (a
+  // failure, a defect, an interruption of any step), the connection is released once: destroyed if it was not.
   return Effect.flatMap(Effect.exit(finish(level, exit, rootEnding)), (result) => {
     record(level, result)
-    return result
+    return level.root.released ? result : Effect.zipRight(releaseConnection(level.root, true), result)
   })
 }
 
@@ -500,19 +562,25 @@ const errorTag = <A, E>(exit: Exit.Exit<A, E>): string | undefined => {
   return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "defect"
 }
 
-/** Rolls back to the savepoint of a block (and releases it); a failure poisons the transaction. */
+/**
+ * Rolls back to the savepoint of a block (and releases it). If that fails (or dies), the block's writes may still
+ * be there: the transaction is doomed, so that it cannot commit them.
+ */
 const rollbackToBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
+  level.closed = true
   const { root } = level
   const { dialect } = root
   return Effect.zipRight(dialect.cancel(root.conn), dialect.rollbackAndReleaseSavepoint(root.conn, level.savepoint!))
     .pipe(
-      Effect.match({
+      Effect.matchCause({
         onSuccess: (): Exit.Exit<void, Failure> => Exit.void,
-        onFailure: (error): Exit.Exit<void, Failure> => {
-          // The block's writes may still be there: make sure the transaction cannot commit them.
-          const classified = classifyError(dialect, error)
-          root.poisoned ??= classified
-          return Exit.fail(classified)
+        onFailure: (cause): Exit.Exit<void, Failure> => {
+          const failure = Cause.failureOption(cause)
+          const error = Option.isSome(failure)
+            ? failure.value
+            : new SqlError({ cause: Cause.squash(cause), message: "ROLLBACK TO SAVEPOINT did not complete" })
+          root.doomed ??= error
+          return Exit.fail(classifyError(dialect, error))
         }
       })
     )
@@ -520,15 +588,19 @@ const rollbackToBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> 
 
 /** Releases the savepoint of a block, that is commits it into its parent. */
 const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
+  level.closed = true
   const { root } = level
   const { dialect } = root
-  return Effect.matchEffect(dialect.releaseSavepoint(root.conn, level.savepoint!), {
+  return Effect.matchCauseEffect(dialect.releaseSavepoint(root.conn, level.savepoint!), {
     onSuccess: () => Effect.succeed(Exit.void),
     // PostgreSQL refuses to release a savepoint after a failed statement whose error was caught (25P02).
-    onFailure: (error) =>
+    onFailure: (cause) =>
       Effect.map(
         rollbackToBlock(level),
-        (rolledBack) => Exit.isFailure(rolledBack) ? rolledBack : Exit.fail(classifyError(dialect, error))
+        (rolledBack) =>
+          Exit.isFailure(rolledBack)
+            ? rolledBack
+            : Exit.failCause(Cause.map(cause, (error) => classifyError(dialect, error)))
       )
   })
 }
@@ -536,27 +608,36 @@ const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => 
 /** A block joined to a foreign `sql.withTransaction` is all the transaction this library sees. */
 const foreignEnding: Ending = { commit: releaseBlock, rollback: (level) => Effect.asVoid(rollbackToBlock(level)) }
 
+/** How a nested block ends: RELEASE, or ROLLBACK TO; nothing when the database rolled the transaction back. */
+const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Effect.Effect<A, E | Failure> => {
+  const { root } = level
+  if (root.doomed !== undefined) {
+    // The savepoint is gone with the transaction (MySQL would answer ROLLBACK TO with 1305): send nothing.
+    level.closed = true
+    return failureOf(level, exit) ?? classifyExit(root.dialect, exit)
+  }
+  if (Exit.isFailure(exit) || level.rollbackOnly || level.aborted !== undefined) {
+    return Effect.flatMap(rollbackToBlock(level), (rolledBack): Exit.Exit<A, E | Failure> =>
+      Exit.isFailure(rolledBack)
+        ? Exit.failCause(rolledBack.cause)
+        : failureOf(level, exit) ?? (Exit.isFailure(exit) ? classifyExit(root.dialect, exit) : exit))
+  }
+  return Effect.flatMap(releaseBlock(level), (released): Exit.Exit<A, E | Failure> => {
+    if (Exit.isFailure(released)) return Exit.failCause(released.cause)
+    // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.
+    parent.hooks.push(...level.hooks)
+    return exit
+  })
+}
+
 const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const parent = level.parent
-  const result: Effect.Effect<A, E | Failure> = parent === undefined
-    ? finish(level, exit, foreignEnding)
-    : Exit.isFailure(exit) || level.rollbackOnly
-    ? Effect.flatMap(rollbackToBlock(level), (rolledBack): Exit.Exit<A, E | Failure> =>
-      Exit.isFailure(rolledBack)
-        ? Exit.failCause(rolledBack.cause)
-        : Exit.isFailure(exit)
-        ? classifyExit(root.dialect, exit)
-        : exit)
-    : Effect.flatMap(releaseBlock(level), (released): Exit.Exit<A, E | Failure> => {
-      if (Exit.isFailure(released)) return Exit.failCause(released.cause)
-      // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.
-      parent.hooks.push(...level.hooks)
-      return exit
-    })
+  const result = parent === undefined ? finish(level, exit, foreignEnding) : endNested(level, exit, parent)
   return Effect.ensuring(
     result,
     Effect.suspend(() => {
+      level.closed = true
       forgetSavepoints(level)
       if (root.entry !== undefined) root.entry.depth = level.handle.depth - 1
       return parent === undefined ? Effect.void : lockOf(parent).release(1)

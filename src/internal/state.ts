@@ -14,6 +14,7 @@ import * as TransactionError from "../TransactionError.js"
 import type { ActiveTransaction } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import type { RetryAttempt } from "./context.js"
+import type { BlockConnection } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 
@@ -30,8 +31,16 @@ export interface Root {
    */
   liveSavepoints: Set<string> | undefined
   savepointCounter: number
-  /** Set when a savepoint could not be rolled back: the transaction must not commit. */
-  poisoned: TransactionError.TransactionError | SqlError | undefined
+  /**
+   * The error after which the database had rolled the whole transaction back (a MySQL deadlock, a lost
+   * connection, an error at depth 0 on PostgreSQL), or a savepoint could not be rolled back: no statement is sent
+   * any more, and the transaction ends with it.
+   */
+  doomed: SqlError | undefined
+  /** The connection statements are sent on (see `Dialect.statements`); `conn` is the driver's own. */
+  statements: Connection
+  /** Whether the connection went back to the pool (or was destroyed): the guard of every exit checks it. */
+  released: boolean
   /** The metrics of the transaction's name. */
   readonly recorder: Metrics.Recorder
   /** The transaction's span (one per attempt); `undefined` when joined to a foreign transaction. */
@@ -55,12 +64,24 @@ export interface Level {
   /** The block's savepoint, `undefined` for the outermost transaction. */
   readonly savepoint: string | undefined
   /** The manual savepoints of this block, oldest first. */
-  readonly manual: Array<Savepoint>
+  readonly manual: Array<ManualSavepoint>
+  /** The guard its body's statements go through. */
+  readonly connection: BlockConnection
+  /** Set when the block's ending statement is about to run: its guards refuse statements from then on. */
+  closed: boolean
+  /** PostgreSQL: the error that aborted this block's savepoint; it must roll back, and ends with it. */
+  aborted: SqlError | undefined
   /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
   lock: Effect.Semaphore | undefined
   rollbackOnly: boolean
   /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
   readonly hooks: Array<Hooks.Hook>
+}
+
+/** @internal A manual savepoint, and how many hooks its block had when it was made. */
+export interface ManualSavepoint {
+  readonly savepoint: Savepoint
+  readonly hooks: number
 }
 
 /** @internal Where a handle keeps its block (a symbol: not part of the public `Transaction`). */
@@ -74,9 +95,29 @@ export interface HandleWithLevel extends Transaction {
 /** @internal */
 export const levelOf = (handle: Transaction): Level => (handle as HandleWithLevel)[LevelKey]
 
-/** @internal Registers a hook on the block of a handle. */
-export const registerHook = (handle: Transaction, hook: Hooks.Hook): void => {
-  levelOf(handle).hooks.push(hook)
+/**
+ * @internal
+ * Registers a hook on the block of a handle; refused once the block (or an enclosing one) has ended: it would never
+ * run.
+ */
+export const registerHook = (
+  handle: Transaction,
+  hook: Hooks.Hook
+): Effect.Effect<void, TransactionError.TransactionClosed> => {
+  const level = levelOf(handle)
+  for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
+    if (block.closed) {
+      return Effect.fail(
+        new TransactionError.TransactionClosed({
+          transactionId: block.handle.id,
+          name: block.handle.name,
+          operation: "hook"
+        })
+      )
+    }
+  }
+  level.hooks.push(hook)
+  return Effect.void
 }
 
 /** @internal */

@@ -10,8 +10,40 @@ export class SentStatements extends Context.Tag("test/SentStatements")<SentState
 
 const recorded = new Set(["execute", "executeRaw", "executeUnprepared", "executeValues", "executeStream"])
 
-const spyConnection = (conn: Connection, log: Array<string>): Connection =>
-  new Proxy(conn, {
+/** The text of a driver query: `pg` takes a string or `{ text }`, `mysql2` a string or `{ sql }`. */
+const textOf = (query: unknown): string =>
+  typeof query === "string"
+    ? query
+    : String((query as { text?: string; sql?: string }).text ?? (query as { sql?: string }).sql)
+
+/**
+ * Records the queries a driver client receives (`pg`'s `query`, `mysql2`'s `query` and `execute`): the library
+ * sends a transaction's statements on the driver client itself, below the `Connection`.
+ */
+const spyDriver = (client: object, log: Array<string>): object =>
+  new Proxy(client, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver)
+      if ((key === "query" || key === "execute") && typeof value === "function") {
+        return (query: unknown, ...rest: Array<unknown>) => {
+          log.push(textOf(query))
+          return value.call(target, query, ...rest)
+        }
+      }
+      return value
+    }
+  })
+
+const spyConnection = (conn: Connection, log: Array<string>): Connection => {
+  // PostgreSQL and MySQL connections wrap a driver client (`pg`, `conn`): record there, once per query.
+  const driverKey = ["pg", "conn"].find((key) => typeof (conn as any)[key] === "object" && (conn as any)[key] !== null)
+  if (driverKey !== undefined) {
+    const driver = spyDriver((conn as any)[driverKey], log)
+    return new Proxy(conn, {
+      get: (target, key, receiver) => key === driverKey ? driver : Reflect.get(target, key, receiver)
+    })
+  }
+  return new Proxy(conn, {
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver)
       if (typeof key === "string" && recorded.has(key) && typeof value === "function") {
@@ -32,6 +64,7 @@ const spyConnection = (conn: Connection, log: Array<string>): Connection =>
       return value
     }
   })
+}
 
 /** Replaces the `SqlClient` of `layer` with a recording one, and provides the log as `SentStatements`. */
 export const spy = <E, R>(

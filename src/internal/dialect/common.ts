@@ -1,7 +1,7 @@
 import type { Connection } from "@effect/sql/SqlConnection"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
-import type { Dialect } from "../../Dialect.js"
+import type { Dialect, Fate } from "../../Dialect.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { InvalidTransactionOptions } from "../../TransactionError.js"
 
@@ -49,3 +49,122 @@ export const socketErrorCodes: ReadonlySet<string> = new Set([
   "EHOSTUNREACH",
   "ENOTCONN"
 ])
+
+/** @internal What a driver query returns, as the five statement methods of a `Connection` ask for it. */
+export type Mode = "execute" | "raw" | "values" | "unprepared"
+
+/**
+ * @internal
+ * What `statements` needs of a driver: send a query on the connection (`callback` once, with the rows as the
+ * mode asks), tell whether a failed query ended the whole transaction on the server (possibly asking the server,
+ * before any other statement is sent), cancel the query in flight from outside the connection, and destroy the
+ * connection.
+ */
+export interface Driver {
+  readonly send: (
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Mode,
+    callback: (error: unknown, rows: unknown) => void
+  ) => void
+  readonly endsTransaction: (error: unknown, answer: (ends: boolean) => void) => void
+  readonly cancel: Effect.Effect<boolean>
+  readonly destroy: () => void
+}
+
+/** How long an interrupted statement gets to settle after its cancel before its connection is destroyed. */
+const settleMillis = 5_000
+
+/**
+ * @internal
+ * The statements of a transaction on a PostgreSQL or MySQL connection, sent by the library rather than through the
+ * `@effect/sql` driver, for two guarantees the drivers do not give:
+ *
+ * - an interrupted statement is cancelled on the server over a connection of its own (no pool slot needed), and
+ *   the interrupted fiber goes on only once the driver has settled it (or destroyed the connection), so that no
+ *   statement is left running on a connection that is about to be rolled back and returned;
+ * - statements are sent one at a time, and when one fails in a way that ended the whole transaction on the
+ *   server (a MySQL deadlock, a lost connection), `fate.doomed` is set before the next is sent: the ones queued
+ *   behind it fail with the same error instead of running in autocommit.
+ */
+export const statements = (conn: Connection, fate: Fate, driver: Driver): Connection => {
+  let busy = false
+  const waiting: Array<() => void> = []
+  const next = () => {
+    busy = false
+    const send = waiting.shift()
+    if (send !== undefined) send()
+  }
+  const run = (sql: string, params: ReadonlyArray<unknown>, mode: Mode) =>
+    Effect.async<unknown, SqlError>((resume) => {
+      let state: "waiting" | "sent" | "settled" = "waiting"
+      let onSettled: (() => void) | undefined
+      const settle = (result: Effect.Effect<unknown, SqlError>) => {
+        state = "settled"
+        if (onSettled !== undefined) onSettled()
+        resume(result)
+        next()
+      }
+      const send = () => {
+        if (fate.doomed !== undefined) return settle(Effect.fail(fate.doomed))
+        busy = true
+        state = "sent"
+        try {
+          driver.send(sql, params, mode, (cause, rows) => {
+            if (cause === null || cause === undefined) return settle(Effect.succeed(rows))
+            const error = new SqlError({ cause, message: "Failed to execute statement" })
+            driver.endsTransaction(cause, (ends) => {
+              if (ends) fate.doomed ??= error
+              settle(Effect.fail(error))
+            })
+          })
+        } catch (cause) {
+          settle(Effect.fail(new SqlError({ cause, message: "Failed to execute statement" })))
+        }
+      }
+      if (busy) waiting.push(send)
+      else send()
+      return Effect.suspend(() => {
+        if (state === "settled") return Effect.void
+        if (state === "waiting") {
+          const index = waiting.indexOf(send)
+          if (index !== -1) waiting.splice(index, 1)
+          return Effect.void
+        }
+        return Effect.zipRight(
+          driver.cancel,
+          Effect.async<void>((done) => {
+            if (state === "settled") return done(Effect.void)
+            let destroyed = false
+            const timer = setTimeout(function expire() {
+              if (destroyed) return done(Effect.void)
+              destroyed = true
+              driver.destroy()
+              timer.refresh()
+            }, settleMillis)
+            onSettled = () => {
+              clearTimeout(timer)
+              done(Effect.void)
+            }
+          })
+        )
+      })
+    })
+  const withRows = (
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Mode,
+    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+  ) => {
+    const effect = run(sql, params, mode) as Effect.Effect<ReadonlyArray<any>, SqlError>
+    return transformRows === undefined ? effect : Effect.map(effect, transformRows)
+  }
+  return {
+    execute: (sql, params, transformRows) => withRows(sql, params, "execute", transformRows),
+    executeRaw: (sql, params) => run(sql, params, "raw"),
+    executeValues: (sql, params) => run(sql, params, "values") as Effect.Effect<ReadonlyArray<any>, SqlError>,
+    executeUnprepared: (sql, params, transformRows) => withRows(sql, params, "unprepared", transformRows),
+    // Streams are rare inside transactions: the driver's own, checked by the block's guard.
+    executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
+  }
+}

@@ -1,10 +1,18 @@
 import type { Connection } from "@effect/sql/SqlConnection"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type { ClassifiedCode, Dialect } from "../../Dialect.js"
+import type { ClassifiedCode, Dialect, Fate } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
-import { exec, isPlain, property, rejectDeferrable, socketErrorCodes, standardSavepoints } from "./common.js"
+import {
+  exec,
+  isPlain,
+  property,
+  rejectDeferrable,
+  socketErrorCodes,
+  standardSavepoints,
+  statements as makeStatements
+} from "./common.js"
 
 /** The `mysql2` pool connection behind an `@effect/sql-mysql2` reserved connection. */
 interface MysqlPoolConnection {
@@ -12,7 +20,15 @@ interface MysqlPoolConnection {
   readonly config?: unknown
   /** The command in flight, `null` when idle. */
   readonly _command?: unknown
+  query(options: MysqlQuery, callback: (error: unknown, results: unknown) => void): void
+  execute(options: MysqlQuery, callback: (error: unknown, results: unknown) => void): void
   destroy(): void
+}
+
+interface MysqlQuery {
+  readonly sql: string
+  readonly values?: ReadonlyArray<unknown>
+  readonly rowsAsArray?: boolean
 }
 
 /** A standalone `mysql2` connection, made with the pool connection's own class and configuration. */
@@ -121,6 +137,44 @@ const cancel = (conn: Connection): Effect.Effect<boolean> =>
     return Effect.sync(() => control.destroy())
   }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
 
+/** `destroy()` removes the connection from the pool; the release that follows is then a no-op. */
+const abandon = (conn: Connection): void => {
+  poolConnection(conn)?.destroy()
+}
+
+/**
+ * Whether a failed statement ended the whole transaction: InnoDB rolls a transaction back on a deadlock, and on a
+ * lock wait timeout when `innodb_rollback_on_timeout` is on (asked of the server, before anything else is sent);
+ * a lost connection ends it too. Other errors roll back the statement alone.
+ */
+const endsTransaction = (connection: MysqlPoolConnection) => (error: unknown, answer: (ends: boolean) => void) => {
+  const tag = classify(error)
+  if (tag?.code === "1213" || tag?.tag === "ConnectionLost") return answer(true)
+  if (tag?.code !== "1205") return answer(false)
+  connection.query({ sql: "SELECT @@innodb_rollback_on_timeout AS r" }, (failed, rows) => {
+    answer(failed !== null && failed !== undefined || Number(property((rows as Array<unknown>)[0], "r")) === 1)
+  })
+}
+
+/** The statements of a transaction, sent on the `mysql2` connection itself (see `common.statements`). */
+const statements = (conn: Connection, fate: Fate): Connection => {
+  const connection = poolConnection(conn)
+  if (connection === undefined) return conn
+  return makeStatements(conn, fate, {
+    // As `@effect/sql-mysql2` sends them: prepared, except `executeUnprepared`; rows as arrays for `executeValues`.
+    send: (sql, values, mode, callback) => {
+      const query = { sql, values, rowsAsArray: mode === "values" }
+      const done = (error: unknown, results: unknown) =>
+        error ? callback(error, undefined) : callback(null, mode === "raw" || Array.isArray(results) ? results : [])
+      if (mode === "unprepared") connection.query(query, done)
+      else connection.execute(query, done)
+    },
+    endsTransaction: endsTransaction(connection),
+    cancel: cancel(conn),
+    destroy: () => connection.destroy()
+  })
+}
+
 /** @internal */
 export const mysql: Dialect = {
   name: "mysql",
@@ -138,9 +192,8 @@ export const mysql: Dialect = {
   connectionId: (conn) => poolConnection(conn)?.threadId ?? undefined,
   cancel,
   cancellable: true,
-  destroy: (conn) =>
-    Effect.sync(() => {
-      // `destroy()` removes the connection from the pool; the release that follows is then a no-op.
-      poolConnection(conn)?.destroy()
-    })
+  destroy: (conn) => Effect.sync(() => abandon(conn)),
+  abandon,
+  statements,
+  errorAbortsBlock: false
 }

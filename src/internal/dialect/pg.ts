@@ -1,11 +1,19 @@
 import type { Connection } from "@effect/sql/SqlConnection"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type { ClassifiedCode, Dialect } from "../../Dialect.js"
+import type { ClassifiedCode, Dialect, Fate } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { InvalidTransactionOptions } from "../../TransactionError.js"
-import { exec, isPlain, property, socketErrorCodes, standardSavepoints } from "./common.js"
+import {
+  exec,
+  isPlain,
+  type Mode,
+  property,
+  socketErrorCodes,
+  standardSavepoints,
+  statements as makeStatements
+} from "./common.js"
 
 /** The `pg` client behind an `@effect/sql-pg` reserved connection (a public field of its connection class). */
 interface PgPoolClient {
@@ -15,7 +23,18 @@ interface PgPoolClient {
   readonly port?: number
   readonly connectionParameters?: unknown
   readonly _getActiveQuery?: () => unknown
+  query(config: PgQueryConfig, callback: (error: unknown, result: PgResult | ReadonlyArray<PgResult>) => void): void
   end(): Promise<void>
+}
+
+interface PgQueryConfig {
+  readonly text: string
+  readonly values: ReadonlyArray<unknown>
+  readonly rowMode?: "array"
+}
+
+interface PgResult {
+  readonly rows?: ReadonlyArray<unknown>
 }
 
 /** The protocol-level connection of a `pg` client, enough to send a CancelRequest. */
@@ -117,6 +136,36 @@ const cancel = (conn: Connection): Effect.Effect<boolean> =>
     return Effect.sync(() => wire.end())
   }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
 
+/** `end()` marks the client as ending, so that pg-pool removes it instead of reusing it when it is released. */
+const abandon = (conn: Connection): void => {
+  pgClient(conn)?.end().catch(() => undefined)
+}
+
+/** The rows of a result, as `@effect/sql-pg` gives them (one array per statement for several statements). */
+const rowsOf = (result: PgResult | ReadonlyArray<PgResult>, mode: Mode): unknown =>
+  mode === "raw"
+    ? result
+    : Array.isArray(result)
+    ? result.map((r: PgResult) => r.rows ?? [])
+    : (result as PgResult).rows ?? []
+
+/** The statements of a transaction, sent on the `pg` client itself (see `common.statements`). */
+const statements = (conn: Connection, fate: Fate): Connection => {
+  const client = pgClient(conn)
+  if (client === undefined) return conn
+  return makeStatements(conn, fate, {
+    send: (text, values, mode, callback) =>
+      client.query(
+        mode === "values" ? { text, values, rowMode: "array" } : { text, values },
+        (error, result) => error ? callback(error, undefined) : callback(null, rowsOf(result, mode))
+      ),
+    // A failed statement aborts the transaction (or the savepoint) but does not end it, unless the connection is gone.
+    endsTransaction: (error, answer) => answer(classify(error)?.tag === "ConnectionLost"),
+    cancel: cancel(conn),
+    destroy: () => abandon(conn)
+  })
+}
+
 /** @internal */
 export const pg: Dialect = {
   name: "pg",
@@ -145,9 +194,8 @@ export const pg: Dialect = {
   connectionId: (conn) => pgClient(conn)?.processID ?? undefined,
   cancel,
   cancellable: true,
-  destroy: (conn) =>
-    Effect.sync(() => {
-      // `end()` marks the client as ending, so that pg-pool removes it instead of reusing it when it is released.
-      pgClient(conn)?.end().catch(() => undefined)
-    })
+  destroy: (conn) => Effect.sync(() => abandon(conn)),
+  abandon,
+  statements,
+  errorAbortsBlock: true
 }

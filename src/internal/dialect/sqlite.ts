@@ -2,7 +2,7 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type { ClassifiedCode, Dialect } from "../../Dialect.js"
+import type { ClassifiedCode, Dialect, Fate } from "../../Dialect.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { exec, property, rejectDeferrable, standardSavepoints } from "./common.js"
 
@@ -43,6 +43,42 @@ const reset = (conn: Connection, options: ResolvedTransactionOptions): Effect.Ef
     options.lockTimeout === undefined ? Effect.void : restoreBusyTimeout(conn)
   ))
 
+/** The result codes after which SQLite may have rolled the whole transaction back (its documentation's list). */
+const mayEndTransaction = /^SQLITE_(FULL|IOERR|BUSY|NOMEM|INTERRUPT|CORRUPT)/
+
+/**
+ * Whether the transaction is still open: `BEGIN` fails inside one. When it succeeds, the failed statement had
+ * ended the transaction, and the probe's own empty transaction is rolled back.
+ */
+const stillOpen = (conn: Connection): Effect.Effect<boolean> =>
+  Effect.matchEffect(exec(conn, "BEGIN"), {
+    onFailure: () => Effect.succeed(true),
+    onSuccess: () => Effect.as(Effect.ignore(exec(conn, "ROLLBACK")), false)
+  })
+
+/**
+ * The statements of a transaction: better-sqlite3 runs them synchronously in process, so there is nothing to
+ * cancel; after an error that may have ended the transaction, SQLite is asked whether it did.
+ */
+const statements = (conn: Connection, fate: Fate): Connection => {
+  const watch = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
+    Effect.catchAll(effect, (error) => {
+      const code = property(error.cause, "code")
+      if (typeof code !== "string" || !mayEndTransaction.test(code)) return Effect.fail(error)
+      return Effect.flatMap(stillOpen(conn), (open) => {
+        if (!open) fate.doomed ??= error
+        return Effect.fail(error)
+      })
+    })
+  return {
+    execute: (sql, params, transformRows) => watch(conn.execute(sql, params, transformRows)),
+    executeRaw: (sql, params) => watch(conn.executeRaw(sql, params)),
+    executeValues: (sql, params) => watch(conn.executeValues(sql, params)),
+    executeUnprepared: (sql, params, transformRows) => watch(conn.executeUnprepared(sql, params, transformRows)),
+    executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
+  }
+}
+
 /**
  * @internal
  * SQLite is serializable whatever level is asked for. A read-write transaction starts with `BEGIN IMMEDIATE`, taking
@@ -78,6 +114,15 @@ export const sqlite: Dialect = {
   // Statements run synchronously in process: by the time another fiber runs, none is in flight.
   cancel: () => Effect.succeed(false),
   cancellable: false,
-  // One connection per client: it cannot be replaced. A failed ROLLBACK leaves the next BEGIN to fail loudly.
-  destroy: () => Effect.void
+  // One connection per client: it cannot be replaced; make sure no transaction stays open on it, and reset the
+  // session settings a transaction may have changed.
+  destroy: (conn) =>
+    Effect.all([
+      Effect.ignore(exec(conn, "ROLLBACK")),
+      Effect.ignore(exec(conn, "PRAGMA query_only = OFF")),
+      Effect.ignore(restoreBusyTimeout(conn))
+    ], { discard: true }),
+  abandon: undefined,
+  statements,
+  errorAbortsBlock: false
 }
