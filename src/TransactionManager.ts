@@ -241,7 +241,7 @@ export const checkLongRunning = (manager: TransactionManager): Effect.Effect<Rea
     return Effect.as(
       Effect.forEach(found, (entry) => {
         entry.flagged = true
-        Metrics.recorder(entry.name, manager.dialect.dbSystem).longRunning()
+        Metrics.recorder(entry.name, manager).longRunning()
         return Effect.logWarning("effect-sql-tx: long-running transaction").pipe(
           Effect.annotateLogs({
             transaction: entry.name,

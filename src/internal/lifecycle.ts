@@ -156,7 +156,7 @@ const openRoot = (
           liveSavepoints: undefined,
           savepointCounter: 0,
           poisoned: undefined,
-          recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
+          recorder: Metrics.recorder(resolved.name, manager, fiber),
           span,
           entry: {
             id,
@@ -272,7 +272,7 @@ const open = (
           liveSavepoints: undefined,
           savepointCounter: 0,
           poisoned: undefined,
-          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
+          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
           span: undefined,
           entry: undefined,
           retry: fiber.getFiberRef(currentRetryAttempt),
