@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as ScheduleIntervals from "effect/ScheduleIntervals"
 import { currentRetryAttempt, type RetryAttempt, TransactionTag } from "./internal/context.js"
+import * as Metrics from "./internal/metrics.js"
 import * as TransactionError from "./TransactionError.js"
 import * as TransactionManager from "./TransactionManager.js"
 import * as TransactionMetrics from "./TransactionMetrics.js"
@@ -198,7 +199,9 @@ export const withRetry = <Out = unknown, R2 = never>(
               const counter = TransactionMetrics.retries.pipe(
                 Metric.tagged("error", errorTag),
                 dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
-                state.lastTransaction === undefined ? (m) => m : Metric.tagged("transaction", state.lastTransaction)
+                state.lastTransaction === undefined
+                  ? (m) => m
+                  : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
               )
               return Effect.zipRight(
                 Metric.increment(counter),

@@ -100,9 +100,22 @@ export interface TransactionManagerConfig {
    */
   readonly hookTimeout?: Duration.DurationInput | undefined
   /**
-   * How many distinct transaction names get metric series of their own, per database. Past it, further names are
-   * recorded under the name `"other"` (a warning is logged once), so that names built from ids cannot grow memory
-   * without bound. Default 200.
+   * How many distinct transaction names get metric series of their own, per database system. Effect's metric
+   * registry keeps every series for the life of the process (14 to 17 KB per name), so that a name built from an id
+   * (`order-1234`) would grow memory without bound: past the bound, new names are recorded under the name
+   * `"other"`, and a warning naming the bound and the first refused name is logged once per database system.
+   * Names that already have series keep them. Like the registry, the count is process-wide: it includes the names of
+   * every manager of the same database system, and a manager admits a new name while fewer than its own bound have
+   * series. Only metrics are affected: logs, spans and the registry of active transactions keep the real name.
+   * A whole number ≥ 1; default 200 (as Micrometer's `maximumAllowableTags`).
+   *
+   * @example
+   * ```ts
+   * import { TransactionManager } from "effect-sql-tx"
+   *
+   * // Name transactions after what they do ("checkout"), not after what they touch ("checkout-1234").
+   * const TransactionsLive = TransactionManager.layer({ maxTransactionNames: 50 })
+   * ```
    */
   readonly maxTransactionNames?: number | undefined
   /**
@@ -154,7 +167,7 @@ export interface TransactionManager {
   readonly commitTimeout: Duration.Duration
   /** The bound on each hook. */
   readonly hookTimeout: Duration.Duration
-  /** How many transaction names get metric series of their own. */
+  /** How many transaction names of its database system get metric series of their own; later ones: `"other"`. */
   readonly maxTransactionNames: number
   /** The clock transactions are timed with. */
   readonly clock: Clock.Clock
@@ -241,7 +254,7 @@ export const checkLongRunning = (manager: TransactionManager): Effect.Effect<Rea
     return Effect.as(
       Effect.forEach(found, (entry) => {
         entry.flagged = true
-        Metrics.recorder(entry.name, manager.dialect.dbSystem).longRunning()
+        Metrics.recorder(entry.name, manager).longRunning()
         return Effect.logWarning("effect-sql-tx: long-running transaction").pipe(
           Effect.annotateLogs({
             transaction: entry.name,

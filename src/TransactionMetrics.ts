@@ -4,7 +4,9 @@
  *
  * Every metric is tagged `transaction` (the transaction's name) and `db_system` (`postgresql`, `mysql`,
  * `sqlite`); `transactions_failed_total` and `transaction_retries_total` also `error`, the duration histogram
- * `outcome`, `transaction_hook_failures_total` `hook`.
+ * `outcome`, `transaction_hook_failures_total` `hook`. At most the manager's `maxTransactionNames` names (default
+ * 200) get series of their own per database system; the transactions of later names are recorded under
+ * `transaction` = `"other"`.
  *
  * @since 0.1.0
  */

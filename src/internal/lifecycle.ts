@@ -164,7 +164,7 @@ const openRoot = (
           doomed: undefined,
           statements: conn,
           released: false,
-          recorder: Metrics.recorder(resolved.name, dialect.dbSystem),
+          recorder: Metrics.recorder(resolved.name, manager, fiber),
           span,
           entry: {
             id,
@@ -288,7 +288,7 @@ const open = (
           doomed: undefined,
           statements: conn,
           released: false,
-          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager.dialect.dbSystem),
+          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
           span: undefined,
           entry: undefined,
           retry: fiber.getFiberRef(currentRetryAttempt),

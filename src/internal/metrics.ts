@@ -1,11 +1,21 @@
 /**
  * Recording the metrics of a transaction: the tagged metrics of each (transaction name, database) pair are made
  * once and updated synchronously, so that a transaction pays a few map lookups, not a metric key per update.
+ *
+ * Effect's metric registry keeps every series it has seen for the life of the process (14 to 17 KB per name here),
+ * so the names that get series of their own are bounded per database system, over the whole process as the registry
+ * is: a manager gives a new name a series while fewer than its `maxTransactionNames` names of its database system
+ * have one; past that, new names are recorded under {@link otherName}, and the first refused name is logged once per
+ * database system.
  */
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricLabel from "effect/MetricLabel"
+import * as Runtime from "effect/Runtime"
 import type { DbSystem } from "../Dialect.js"
+import type { TransactionManager } from "../TransactionManager.js"
 import * as TransactionMetrics from "../TransactionMetrics.js"
 
 /** @internal How a transaction ended, as the duration histogram's `outcome` tag says it. */
@@ -25,7 +35,20 @@ export interface Recorder {
   readonly ended: (outcome: Outcome, error: string | undefined, seconds: number) => void
 }
 
-const recorders = new Map<DbSystem, Map<string, Recorder>>()
+/** @internal The name the transactions of names past the bound are recorded under. */
+export const otherName = "other"
+
+/** The series of one database system. */
+interface Table {
+  /** The recorders by name: the admitted names, and {@link otherName} once a name was refused. */
+  readonly recorders: Map<string, Recorder>
+  /** How many names were admitted ({@link otherName} counts only when a transaction was given that name). */
+  admitted: number
+  /** Whether a refused name was logged. */
+  reported: boolean
+}
+
+const tables = new Map<DbSystem, Table>()
 
 /** The extra tags of every update: none (the metrics are tagged already), and no array allocated per update. */
 const none: ReadonlyArray<MetricLabel.MetricLabel> = []
@@ -94,18 +117,75 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
   }
 }
 
-/** @internal The recorder of a transaction name on a database, made on first use. */
-export const recorder = (name: string, dbSystem: DbSystem): Recorder => {
+/**
+ * @internal
+ * The recorder of a transaction name on the manager's database, made on first use while the manager's
+ * `maxTransactionNames` allows; past it, the recorder of {@link otherName}. The first refused name is logged
+ * (once per database system) with the caller's fiber, when given.
+ */
+export const recorder = (
+  name: string,
+  manager: Pick<TransactionManager, "dialect" | "maxTransactionNames">,
+  fiber?: Fiber.RuntimeFiber<unknown, unknown> | undefined
+): Recorder => {
   // Nested maps rather than a joined key: a lookup then hashes no new string.
-  let byName = recorders.get(dbSystem)
-  if (byName === undefined) {
-    byName = new Map()
-    recorders.set(dbSystem, byName)
+  const dbSystem = manager.dialect.dbSystem
+  let table = tables.get(dbSystem)
+  if (table === undefined) {
+    table = { recorders: new Map(), admitted: 0, reported: false }
+    tables.set(dbSystem, table)
   }
-  let found = byName.get(name)
-  if (found === undefined) {
-    found = make(name, dbSystem)
-    byName.set(name, found)
+  const found = table.recorders.get(name)
+  if (found !== undefined) return found
+  if (table.admitted < manager.maxTransactionNames) {
+    const made = make(name, dbSystem)
+    table.recorders.set(name, made)
+    table.admitted++
+    return made
   }
-  return found
+  return refuse(table, name, dbSystem, manager.maxTransactionNames, fiber)
+}
+
+const refuse = (
+  table: Table,
+  name: string,
+  dbSystem: DbSystem,
+  max: number,
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+): Recorder => {
+  let other = table.recorders.get(otherName)
+  if (other === undefined) {
+    other = make(otherName, dbSystem)
+    table.recorders.set(otherName, other)
+  }
+  if (!table.reported && fiber !== undefined) {
+    table.reported = true
+    // A plain function on the path of every transaction: the warning runs once, with the caller's runtime (its
+    // loggers, level and annotations); a logger that throws changes nothing here.
+    const runtime = Runtime.make({
+      context: fiber.currentContext,
+      fiberRefs: fiber.getFiberRefs(),
+      runtimeFlags: Runtime.defaultRuntimeFlags
+    })
+    Runtime.runSyncExit(
+      runtime,
+      Effect.logWarning(
+        `effect-sql-tx: more than ${max} transaction names on ${dbSystem} (maxTransactionNames): "${name}" and ` +
+          `further new names are recorded under "${otherName}" in the metrics`
+      ).pipe(Effect.annotateLogs({ maxTransactionNames: max, transaction: name, db_system: dbSystem }))
+    )
+  }
+  return other
+}
+
+/**
+ * @internal
+ * The `transaction` tag of a name's metrics: the name when it has series of its own on the database (on any, when
+ * `undefined`), {@link otherName} otherwise. Made for metrics updated outside a recorder (retries).
+ */
+export const seriesName = (name: string, dbSystem: DbSystem | undefined): string => {
+  for (const [system, table] of tables) {
+    if ((dbSystem === undefined || system === dbSystem) && table.recorders.has(name)) return name
+  }
+  return otherName
 }
