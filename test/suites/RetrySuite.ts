@@ -4,7 +4,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, layer } from "@effect/vitest"
-import { Cause, Effect, Exit, FiberRef, HashSet, Layer, Logger, Option } from "effect"
+import { Cause, Effect, Either, Exit, FiberRef, HashSet, Layer, Logger, Option } from "effect"
 import { RetryPolicy, Transaction, TransactionError, TransactionLayer, withRetry } from "../../src/index.js"
 import { uniqueTable } from "../utils/databases.js"
 import type { Target } from "./TransactionSuite.js"
@@ -144,6 +144,23 @@ export const suite = (target: Target) => {
           assert.isTrue(isTheDeadlock(error))
           assert.strictEqual(runs, 1)
           assert.deepStrictEqual(yield* t.ids, [1])
+        }))
+
+      it.scoped("a nested withRetry hands its afterRollback hooks to the enclosing one: they run once, at the end", () =>
+        Effect.gen(function*() {
+          const events: Array<string> = []
+          let runs = 0
+          const once = RetryPolicy.exponential({ base: "1 millis", times: 1 })
+          const result = yield* Effect.suspend(() => {
+            const run = ++runs
+            return Effect.zipRight(
+              Transaction.afterRollback(Effect.sync(() => events.push(`afterRollback ${run}`))),
+              Effect.fail(deadlock)
+            )
+          }).pipe(Transaction.atomic(), withRetry(once), withRetry(once), Effect.either)
+          assert.isTrue(Either.isLeft(result) && isTheDeadlock(result.left))
+          assert.strictEqual(runs, 4)
+          assert.deepStrictEqual(events, ["afterRollback 4"])
         }))
 
       it.scoped("an invalid policy fails with InvalidTransactionOptions, typed, before running the effect", () =>
