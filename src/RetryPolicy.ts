@@ -4,9 +4,13 @@
  *
  * @since 0.1.0
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as GlobalValue from "effect/GlobalValue"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -21,7 +25,7 @@ const IdempotentTypeId: unique symbol = Symbol.for("effect-sql-tx/RetryPolicy/Id
 
 /**
  * A retry policy: any `Schedule` whose input is the error. A policy marked {@link idempotent} also retries
- * `CommitOutcomeUnknown`.
+ * `CommitOutcomeUnknown`, and attempts in which a transaction already committed.
  *
  * @since 0.1.0
  * @category models
@@ -52,22 +56,39 @@ export interface ExponentialOptions {
   readonly idempotent?: boolean | undefined
 }
 
+const InvalidTypeId: unique symbol = Symbol.for("effect-sql-tx/RetryPolicy/Invalid")
+
 const invalid = (option: string, value: unknown, reason: string) =>
   new TransactionError.InvalidTransactionOptions({ option: `RetryPolicy.${option}`, value, reason })
 
-const positive = (option: string, input: Duration.DurationInput): Duration.Duration => {
+/**
+ * A policy made from invalid options: `withRetry` fails with its error before running the effect. Used anywhere
+ * else, it never retries.
+ */
+const invalidPolicy = (error: TransactionError.InvalidTransactionOptions): RetryPolicy<unknown> =>
+  Object.assign(Object.create(Schedule.stop) as RetryPolicy<unknown>, { [InvalidTypeId]: error })
+
+/** The error of a policy made from invalid options (also when marked idempotent afterwards). */
+const invalidOf = (policy: RetryPolicy<unknown, unknown>): TransactionError.InvalidTransactionOptions | undefined =>
+  (policy as { readonly [InvalidTypeId]?: TransactionError.InvalidTransactionOptions })[InvalidTypeId]
+
+const positive = (
+  option: string,
+  input: Duration.DurationInput
+): Either.Either<Duration.Duration, TransactionError.InvalidTransactionOptions> => {
   const decoded = Duration.decodeUnknown(input)
   if (
     Option.isNone(decoded) || (typeof input === "number" && !(input > 0)) || !Duration.isFinite(decoded.value) ||
     Duration.toMillis(decoded.value) <= 0
   ) {
-    throw invalid(option, input, "expected a positive, finite duration")
+    return Either.left(invalid(option, input, "expected a positive, finite duration"))
   }
-  return decoded.value
+  return Either.right(decoded.value)
 }
 
 /**
- * Marks a policy as safe for idempotent transactions: `withRetry` then also retries `CommitOutcomeUnknown`.
+ * Marks a policy as safe for idempotent transactions: `withRetry` then also retries `CommitOutcomeUnknown`, and
+ * re-runs an attempt in which a transaction already committed.
  *
  * @since 0.1.0
  * @category combinators
@@ -86,7 +107,8 @@ export const isIdempotent = (policy: RetryPolicy<unknown, unknown>): boolean =>
 
 /**
  * Exponential backoff: delays of `base`, `base × factor`, `base × factor²`… each jittered (×0.8 to ×1.2) and capped
- * at `maxDelay`, for at most `times` retries. Invalid options throw `InvalidTransactionOptions` at construction.
+ * at `maxDelay`, for at most `times` retries. Nothing is thrown: a policy made from invalid options makes
+ * `withRetry` fail with `InvalidTransactionOptions` before it runs the effect.
  *
  * @example
  * ```ts
@@ -101,18 +123,22 @@ export const isIdempotent = (policy: RetryPolicy<unknown, unknown>): boolean =>
  */
 export const exponential = (options: ExponentialOptions = {}): RetryPolicy<unknown> => {
   const base = positive("base", options.base ?? "10 millis")
+  if (Either.isLeft(base)) return invalidPolicy(base.left)
   const maxDelay = positive("maxDelay", options.maxDelay ?? "1 second")
+  if (Either.isLeft(maxDelay)) return invalidPolicy(maxDelay.left)
   const factor = options.factor ?? 2
   if (typeof factor !== "number" || !Number.isFinite(factor) || factor < 1) {
-    throw invalid("factor", factor, "expected a finite number ≥ 1")
+    return invalidPolicy(invalid("factor", factor, "expected a finite number ≥ 1"))
   }
   const times = options.times ?? 5
-  if (!Number.isInteger(times) || times < 0) throw invalid("times", times, "expected a whole number ≥ 0")
+  if (!Number.isInteger(times) || times < 0) {
+    return invalidPolicy(invalid("times", times, "expected a whole number ≥ 0"))
+  }
   const backoff = options.jitter === false
-    ? Schedule.exponential(base, factor)
-    : Schedule.jittered(Schedule.exponential(base, factor))
+    ? Schedule.exponential(base.right, factor)
+    : Schedule.jittered(Schedule.exponential(base.right, factor))
   const policy: RetryPolicy<unknown> = backoff.pipe(
-    Schedule.modifyDelay((_, delay) => Duration.min(delay, maxDelay)),
+    Schedule.modifyDelay((_, delay) => Duration.min(delay, maxDelay.right)),
     Schedule.intersect(Schedule.recurs(times))
   )
   return options.idempotent === true ? idempotent(policy) : policy
@@ -137,11 +163,56 @@ export {
 }
 
 /**
+ * How many transaction names {@link withRetry} remembers having warned about (per process). Past it, further names
+ * share one warning.
+ */
+const maxWarnedNames = 200
+
+/** The names of the running transactions inside which `withRetry` declined to retry, each warned about once. */
+const warnedNames = GlobalValue.globalValue(
+  Symbol.for("effect-sql-tx/RetryPolicy/warnedNames"),
+  () => new Set<string>()
+)
+
+/** Whether this is the first time `withRetry` declines to retry inside a transaction of this name. */
+const firstTimeInside = (name: string): boolean => {
+  const key = warnedNames.has(name) || warnedNames.size < maxWarnedNames ? name : "\u0000other"
+  if (warnedNames.has(key)) return false
+  warnedNames.add(key)
+  return true
+}
+
+/** The name of the running transaction in a context: ours (innermost block), or a plain `sql.withTransaction`. */
+const runningTransaction = (context: Context.Context<never>): string | undefined => {
+  const ours = Context.getOption(context, TransactionTag)
+  if (Option.isSome(ours)) return ours.value.name
+  return Option.isSome(Context.getOption(context, SqlClient.TransactionConnection)) ? "sql.withTransaction" : undefined
+}
+
+const errorTagOf = (error: unknown): string => {
+  const tag = (error as { readonly _tag?: unknown } | null | undefined)?._tag
+  return typeof tag === "string" ? tag : "unknown"
+}
+
+/**
  * Re-runs the whole effect, which must contain the outermost `Transaction.atomic`, while it fails with a retryable
  * error (`TransactionError.isRetryable`; plus `CommitOutcomeUnknown` for an {@link idempotent} policy) and the
- * policy goes on. Inside a running transaction it does not retry (that transaction is aborted or holds its locks):
- * it passes the error on unchanged. Each retry is counted in `transaction_retries_total` and logged at debug
- * level with the attempt, the delay and the error.
+ * policy goes on. Each retry is counted in `transaction_retries_total` and logged at debug level with the attempt,
+ * the delay and the error.
+ *
+ * - An attempt in which an outermost transaction already committed is not run again (that would commit it twice):
+ *   the error passes on, and a warning says why. An {@link idempotent} policy runs it again.
+ * - Inside a running transaction (ours, or a plain `sql.withTransaction`) it does not retry (that transaction is
+ *   aborted or holds its locks) and passes the error on unchanged; the first time it declines to retry inside a
+ *   transaction of a given name, a warning names it (once per name per process, for up to 200 names; further
+ *   names share one warning): `withRetry` belongs outside the outermost `atomic`. The exception is a transaction
+ *   outermost on its own connection, `Transaction.independent`, begun inside the effect: the error it ended with is
+ *   retried, if nothing of the attempt committed.
+ * - A policy made from invalid options (see {@link exponential}) fails with `InvalidTransactionOptions` before the
+ *   effect runs.
+ *
+ * Nested in another `withRetry`, it tells the enclosing one when one of its attempts committed, and hands it the
+ * `afterRollback` hooks of its last attempt.
  *
  * @example
  * ```ts
@@ -149,6 +220,12 @@ export {
  * import { Transaction, withRetry } from "effect-sql-tx"
  *
  * const program = transfer.pipe(Transaction.atomic({ isolation: "serializable" }), withRetry())
+ *
+ * // Inside a running transaction, an independent one can be retried on its own.
+ * const audited = Effect.gen(function*() {
+ *   yield* transfer
+ *   yield* audit.pipe(Transaction.independent({ name: "audit" }), withRetry())
+ * }).pipe(Transaction.atomic({ name: "transfer" }), withRetry())
  * ```
  *
  * @since 0.1.0
@@ -157,65 +234,121 @@ export {
 export const withRetry = <Out = unknown, R2 = never>(
   policy: RetryPolicy<Out, R2> = defaultPolicy as RetryPolicy<any, any>
 ) =>
-<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R | R2> =>
-  Effect.flatMap(Effect.serviceOption(TransactionTag), (current) => {
-    if (Option.isSome(current)) return self
-    const retryOn = isIdempotent(policy)
-      ? (error: unknown) => TransactionError.isRetryable(error) || isCommitOutcomeUnknown(error)
-      : TransactionError.isRetryable
-    return Effect.flatMap(Effect.serviceOption(TransactionManager.TransactionManager), (manager) => {
-      const dbSystem = Option.match(manager, { onNone: () => undefined, onSome: (m) => m.dialect.dbSystem })
-      return Effect.suspend(() => {
-        let attempt = 1
-        let lastError: unknown = undefined
-        // Transactions of an attempt defer their afterRollback hooks here: discarded when the effect runs again,
-        // run when withRetry stops, whatever the outcome.
-        const state: RetryAttempt = {
-          attempt: 0,
-          deferred: [],
-          lastTransaction: undefined,
-          committed: false,
-          failure: undefined
-        }
-        const oneAttempt = Effect.locally(
-          Effect.suspend(() => {
-            state.attempt++
-            state.deferred.length = 0
-            return self
-          }),
-          currentRetryAttempt,
-          state
-        )
-        const runDeferred = Effect.suspend(() => Effect.all(state.deferred.splice(0), { discard: true }))
-        const instrumented = policy.pipe(
-          Schedule.whileInput(retryOn),
-          Schedule.tapInput((error) => Effect.sync(() => lastError = error)),
-          Schedule.onDecision((_, decision) => {
-            if (decision._tag === "Done") return Effect.void
-            return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-              const delay = Duration.millis(Math.max(0, ScheduleIntervals.start(decision.intervals) - now))
-              const errorTag = (lastError as { readonly _tag?: string })._tag ?? "unknown"
-              attempt++
-              const counter = TransactionMetrics.retries.pipe(
-                Metric.tagged("error", errorTag),
-                dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
-                state.lastTransaction === undefined
-                  ? (m) => m
-                  : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
-              )
-              return Effect.zipRight(
-                Metric.increment(counter),
-                Effect.logDebug("effect-sql-tx: retrying the transaction").pipe(
-                  Effect.annotateLogs({ attempt, delay: Duration.format(delay), error: errorTag })
-                )
-              )
-            })
-          })
-        )
-        return Effect.ensuring(Effect.retry(oneAttempt, instrumented), runDeferred)
-      })
+<A, E, R>(
+  self: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | TransactionError.InvalidTransactionOptions, R | R2> => {
+  const invalidError = invalidOf(policy)
+  if (invalidError !== undefined) return Effect.fail(invalidError)
+  const idempotentPolicy = isIdempotent(policy)
+  const retryable = idempotentPolicy
+    ? (error: unknown) => TransactionError.isRetryable(error) || isCommitOutcomeUnknown(error)
+    : TransactionError.isRetryable
+  return Effect.withFiberRuntime((fiber) => {
+    const context = fiber.currentContext as Context.Context<never>
+    const running = runningTransaction(context)
+    const enclosing = fiber.getFiberRef(currentRetryAttempt)
+    const dbSystem = Option.match(Context.getOption(context, TransactionManager.TransactionManager), {
+      onNone: () => undefined,
+      onSome: (manager) => manager.dialect.dbSystem
     })
+    let attempt = 1
+    let lastError: unknown = undefined
+    // Transactions of an attempt record here whether one committed and what the last one ended with, and defer
+    // their afterRollback hooks: discarded when the effect runs again, run when withRetry stops.
+    const state: RetryAttempt = {
+      attempt: 0,
+      deferred: [],
+      lastTransaction: undefined,
+      committed: false,
+      failure: undefined
+    }
+    // The transactions of this attempt are the enclosing attempt's too: a commit forbids running it again.
+    const tellEnclosing = enclosing === undefined ? Effect.void : Effect.sync(() => {
+      if (state.committed) enclosing.committed = true
+      if (state.failure !== undefined) {
+        enclosing.failure = state.failure
+        enclosing.lastTransaction = state.lastTransaction
+      }
+    })
+    const oneAttempt = Effect.ensuring(
+      Effect.locally(
+        Effect.suspend(() => {
+          state.attempt++
+          state.deferred.length = 0
+          state.committed = false
+          state.failure = undefined
+          return self
+        }),
+        currentRetryAttempt,
+        state
+      ),
+      tellEnclosing
+    )
+    const endDeferred = Effect.suspend(() => {
+      const hooks = state.deferred.splice(0)
+      if (enclosing === undefined) return Effect.all(hooks, { discard: true })
+      enclosing.deferred.push(...hooks)
+      return Effect.void
+    })
+    const annotations = (error: unknown) => ({
+      transaction: state.lastTransaction ?? running ?? "n/a",
+      attempt: state.attempt,
+      error: errorTagOf(error)
+    })
+    /** Whether the policy may run the effect again after this error; says why not where it is a surprise. */
+    const mayRetry = (error: unknown): Effect.Effect<boolean> => {
+      if (!retryable(error)) return Effect.succeed(false)
+      if (running !== undefined && error !== state.failure) {
+        // Not the error of a transaction of its own (an independent one): the running transaction's.
+        if (!firstTimeInside(running)) return Effect.succeed(false)
+        return Effect.as(
+          Effect.logWarning(
+            "effect-sql-tx: withRetry inside a running transaction does not retry: the error belongs to the " +
+              "running transaction, which is aborted or holds its locks; put withRetry outside the outermost " +
+              "Transaction.atomic (logged once per transaction name)"
+          ).pipe(Effect.annotateLogs({ ...annotations(error), transaction: running })),
+          false
+        )
+      }
+      if (state.committed && !idempotentPolicy) {
+        return Effect.as(
+          Effect.logWarning(
+            "effect-sql-tx: withRetry does not run the attempt again: a transaction of it already committed, and " +
+              "running it again would commit that one twice (mark the policy idempotent if that is safe)"
+          ).pipe(Effect.annotateLogs(annotations(error))),
+          false
+        )
+      }
+      return Effect.succeed(true)
+    }
+    const instrumented = policy.pipe(
+      Schedule.checkEffect((error) => mayRetry(error)),
+      Schedule.tapInput((error) => Effect.sync(() => lastError = error)),
+      Schedule.onDecision((_, decision) => {
+        if (decision._tag === "Done") return Effect.void
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const delay = Duration.millis(Math.max(0, ScheduleIntervals.start(decision.intervals) - now))
+          const errorTag = errorTagOf(lastError)
+          attempt++
+          const counter = TransactionMetrics.retries.pipe(
+            Metric.tagged("error", errorTag),
+            dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
+            state.lastTransaction === undefined
+              ? (m) => m
+              : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
+          )
+          return Effect.zipRight(
+            Metric.increment(counter),
+            Effect.logDebug("effect-sql-tx: retrying the transaction").pipe(
+              Effect.annotateLogs({ attempt, delay: Duration.format(delay), error: errorTag })
+            )
+          )
+        })
+      })
+    )
+    return Effect.ensuring(Effect.retry(oneAttempt, instrumented), endDeferred)
   })
+}
 
 const isCommitOutcomeUnknown = (error: unknown): boolean =>
   TransactionError.isTransactionError(error) && error._tag === "CommitOutcomeUnknown"

@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -19,7 +20,7 @@ import * as Dialect from "./Dialect.js"
 import * as Metrics from "./internal/metrics.js"
 import * as Options from "./internal/options.js"
 import type { TransactionInfo, TransactionOptions } from "./Transaction.js"
-import type { InvalidTransactionOptions, UnsupportedDialect } from "./TransactionError.js"
+import type { InvalidTransactionOptions, TransactionError, UnsupportedDialect } from "./TransactionError.js"
 
 /**
  * What global hooks receive: the transaction, how long it has run, and how it ended (`undefined` before COMMIT).
@@ -34,14 +35,35 @@ export interface HookInfo extends TransactionInfo {
 
 /**
  * Hooks run for every outermost transaction of the manager, before the hooks registered in the transaction.
- * `beforeCommit` runs inside the transaction and its failure rolls it back; the others are logged and counted
- * when they fail, and never change the outcome.
+ *
+ * - `beforeCommit` runs inside the transaction; its failure rolls it back and is the transaction's result. Like
+ *   `Transaction.beforeCommit`, it may fail only with a `TransactionError` or a `SqlError`, which the error type of
+ *   `Transaction.atomic` already includes: the manager is one service for every transaction, so an error of its
+ *   own could not appear in their types. Map other errors to a defect, or catch them.
+ * - `afterCommit`, `beforeRollback` and `afterRollback` may fail with anything: their failures and defects are
+ *   logged and counted in `transaction_hook_failures_total`, and never change the outcome.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { TransactionManager } from "effect-sql-tx"
+ *
+ * const TransactionsLive = Layer.unwrapEffect(Effect.map(SqlClient.SqlClient, (sql) =>
+ *   TransactionManager.layer({
+ *     hooks: {
+ *       // Runs on the transaction's connection; a SqlError rolls the transaction back.
+ *       beforeCommit: (info) => sql`INSERT INTO tx_log (name) VALUES (${info.name})`,
+ *       afterCommit: (info) => Effect.log(`committed ${info.name}`)
+ *     }
+ *   })))
+ * ```
  *
  * @since 0.1.0
  * @category models
  */
 export interface TransactionHooks {
-  readonly beforeCommit?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
+  readonly beforeCommit?: ((info: HookInfo) => Effect.Effect<unknown, TransactionError | SqlError>) | undefined
   readonly afterCommit?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
   readonly beforeRollback?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined
   readonly afterRollback?: ((info: HookInfo) => Effect.Effect<unknown, unknown>) | undefined

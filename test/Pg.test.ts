@@ -2,6 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
 import * as HooksSuite from "./suites/HooksSuite.js"
 import * as MetricsSuite from "./suites/MetricsSuite.js"
+import * as RetrySuite from "./suites/RetrySuite.js"
 import { suite, type Target } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
@@ -23,4 +24,5 @@ const target: Target = {
 suite(target)
 HooksSuite.suite(target)
 MetricsSuite.suite(target)
+RetrySuite.suite(target)
 HooksSuite.propertySuite(target, 50)

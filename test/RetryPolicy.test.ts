@@ -114,19 +114,30 @@ describe("RetryPolicy", () => {
       assert.strictEqual((yield* Metric.value(counter)).count - before, 3)
     }))
 
-  it("invalid options throw InvalidTransactionOptions", () => {
-    for (
-      const options of [
-        { base: -1 },
-        { base: "forever" as any },
-        { factor: 0.5 },
-        { factor: Number.NaN },
-        { times: -1 },
-        { times: 1.5 },
-        { maxDelay: 0 }
-      ]
-    ) {
-      assert.throws(() => RetryPolicy.exponential(options), /Invalid transaction option "RetryPolicy\./)
-    }
-  })
+  it.effect("invalid options throw nothing: withRetry fails with InvalidTransactionOptions before running the effect", () =>
+    Effect.gen(function*() {
+      for (
+        const options of [
+          { base: -1 },
+          { base: "forever" as any },
+          { factor: 0.5 },
+          { factor: Number.NaN },
+          { times: -1 },
+          { times: 1.5 },
+          { maxDelay: 0 },
+          { times: -1, idempotent: true }
+        ]
+      ) {
+        const policy = RetryPolicy.exponential(options)
+        let runs = 0
+        // Typed: with nothing else in the error channel, `error` is an InvalidTransactionOptions.
+        const error = yield* Effect.flip(Effect.sync(() => runs++).pipe(withRetry(policy)))
+        assert.strictEqual(error._tag, "InvalidTransactionOptions")
+        assert.strictEqual(runs, 0, JSON.stringify(options))
+        assert.match(error.message, /Invalid transaction option "RetryPolicy\./)
+        // Marking it idempotent afterwards keeps the error.
+        const again = yield* Effect.flip(Effect.void.pipe(withRetry(RetryPolicy.idempotent(policy))))
+        assert.strictEqual(again, error)
+      }
+    }))
 })

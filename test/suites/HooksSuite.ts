@@ -2,11 +2,13 @@
  * Hooks, independent transactions and rollback-only, on every database.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Duration, Effect, Either, FastCheck, Layer, Option } from "effect"
 import {
   RetryPolicy,
   Transaction,
+  TransactionError,
   TransactionLayer,
   TransactionManager,
   TransactionMetrics,
@@ -195,6 +197,33 @@ export const suite = (target: Target) => {
             "afterCommit ok committed attempt=1",
             "afterRollback ko rolledBack true"
           ])
+        }))
+
+      it.scoped("a global beforeCommit's failure is typed: it rolls back and is atomic's error, no cast", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("global_before_commit")
+          const manager = yield* TransactionManager.make({
+            hooks: { beforeCommit: (info) => info.name === "refused" ? Effect.fail(deadlock) : Effect.void }
+          })
+          const run = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+            Effect.provideService(effect, TransactionManager.TransactionManager, manager)
+          const error: TransactionError.TransactionError | SqlError = yield* t.insert(1).pipe(
+            Transaction.atomic({ name: "refused" }),
+            run,
+            Effect.flip
+          )
+          assert.strictEqual(error._tag, "DeadlockDetected")
+          yield* t.insert(2).pipe(Transaction.atomic({ name: "accepted" }), run)
+          assert.deepStrictEqual(yield* t.ids, [2])
+          // The types: beforeCommit fails only as atomic can (like Transaction.beforeCommit), the others with anything.
+          const hooks: TransactionManager.TransactionHooks = {
+            // @ts-expect-error an error of its own would not appear in the error type of atomic
+            beforeCommit: () => Effect.fail(new Boom()),
+            afterCommit: () => Effect.fail(new Boom()),
+            beforeRollback: () => Effect.fail(new Boom()),
+            afterRollback: () => Effect.fail(new Boom())
+          }
+          assert.isDefined(hooks)
         }))
     })
   })
