@@ -27,6 +27,8 @@ export interface ContentionTarget {
   readonly sleep: (seconds: number) => string
   /** Whether the connection runs a statement now, seen from another connection. */
   readonly isRunning: (connectionId: number) => Effect.Effect<boolean, SqlError, SqlClient.SqlClient>
+  /** SQL that ends a connection from another one (the server kills its backend). */
+  readonly kill: (connectionId: number) => string
   /** The shortest lock timeout the database honours. */
   readonly lockTimeout: Duration.DurationInput
   /** Transfers per worker of the bank workload (16 workers). */
