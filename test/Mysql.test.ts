@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
+import * as GuardSuite from "./suites/GuardSuite.js"
 import * as HooksSuite from "./suites/HooksSuite.js"
 import * as MetricsSuite from "./suites/MetricsSuite.js"
 import * as RetrySuite from "./suites/RetrySuite.js"
@@ -25,4 +26,5 @@ suite(target)
 HooksSuite.suite(target)
 MetricsSuite.suite(target)
 RetrySuite.suite(target)
+GuardSuite.suite(target)
 HooksSuite.propertySuite(target, 50)

@@ -364,3 +364,40 @@ describe("pg: observability", () => {
       }))
   })
 })
+
+describe("pg: a COMMIT that does not answer", () => {
+  const bounded = TransactionManager.layer({ commitTimeout: "300 millis" }).pipe(
+    Layer.provideMerge(Databases.pg({ maxConnections: 1 }))
+  )
+  layer(bounded, { excludeTestServices: true, timeout: "30 seconds" })((it) => {
+    it.scoped("past commitTimeout the connection is destroyed: CommitOutcomeUnknown, the pool goes on", () =>
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const admin = yield* Databases.pgAdmin
+        const t = yield* makeTable("commit_hang")
+        // A deferred constraint trigger runs at COMMIT: this one sleeps there for 20 s.
+        yield* sql.unsafe(
+          `CREATE FUNCTION ${t.name}_sleep() RETURNS trigger LANGUAGE plpgsql AS ` +
+            `$$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$`
+        )
+        yield* Effect.addFinalizer(() => Effect.ignore(sql.unsafe(`DROP FUNCTION IF EXISTS ${t.name}_sleep() CASCADE`)))
+        yield* sql.unsafe(
+          `CREATE CONSTRAINT TRIGGER ${t.name}_at_commit AFTER INSERT ON ${t.name} ` +
+            `DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ${t.name}_sleep()`
+        )
+        let pid = 0
+        const error = yield* Effect.gen(function*() {
+          const [row] = yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`
+          pid = row!.pid
+          yield* t.insert(1)
+        }).pipe(Transaction.atomic(), Effect.flip, Effect.timeout("10 seconds"))
+        assert.strictEqual(error._tag, "CommitOutcomeUnknown")
+        // The server still runs the COMMIT of the abandoned session: end it (the row is then never committed).
+        yield* admin`SELECT pg_terminate_backend(${pid})`
+        // The pool's one connection was replaced: the next transaction runs on a new backend.
+        const next = yield* Transaction.atomic(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`)
+        assert.notStrictEqual(next[0]!.pid, pid)
+        yield* sql.unsafe(`DROP TRIGGER ${t.name}_at_commit ON ${t.name}`)
+      }))
+  })
+})
