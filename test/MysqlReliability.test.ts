@@ -1,4 +1,4 @@
 import { suite } from "./suites/ReliabilitySuite.js"
 import * as Targets from "./utils/targets.js"
 
-suite(Targets.mysql)
+suite(Targets.mysqlServer)

@@ -1,4 +1,4 @@
 import { suite } from "./suites/ContentionSuite.js"
 import * as Targets from "./utils/targets.js"
 
-suite(Targets.pg)
+suite(Targets.pgServer)

@@ -59,12 +59,13 @@ export const run = (
 ): Effect.Effect<void, unknown> => {
   const globalHook = global?.[kind]
   const bounded = (effect: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
-    // Interruptible in the timeout's own fiber: the transaction closes uninterruptibly, and the caller may have been
-    // interrupted already (an interruptible region of this fiber would then end at once).
-    Effect.timeoutFail(Effect.interruptible(inside(effect)), {
+    // In a daemon fiber, interruptible there: the transaction closes uninterruptibly, and the caller may have been
+    // interrupted (an interruptible region of its fiber would end at once, and its interruption reaches its child
+    // fibers, the timeout's included, even while it is uninterruptible). The caller waits for the daemon.
+    Effect.disconnect(Effect.timeoutFail(Effect.interruptible(inside(effect)), {
       duration: timeout,
       onTimeout: () => new HookTimeout({ hook: kind, name: info.name, timeout })
-    })
+    }))
   const one = (effect: Effect.Effect<void, unknown>): Effect.Effect<void, unknown> =>
     kind === "beforeCommit"
       ? bounded(effect)

@@ -9,7 +9,8 @@ import { Deferred, Effect, Either, Fiber, Layer, Runtime } from "effect"
 import { Transaction, TransactionManager, TransactionMetrics } from "../../src/index.js"
 import { makeTable, type Target } from "./TransactionSuite.js"
 
-const closedCause = (error: SqlError | unknown) => (error as { readonly cause?: { readonly _tag?: string } }).cause?._tag
+const closedCause = (error: SqlError | unknown) =>
+  (error as { readonly cause?: { readonly _tag?: string } }).cause?._tag
 
 export const suite = (target: Target) => {
   const live = TransactionManager.layer({ hookTimeout: "300 millis" }).pipe(Layer.provideMerge(target.layer()))
