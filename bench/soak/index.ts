@@ -123,7 +123,7 @@ export interface Report {
   readonly faultErrors: Readonly<Record<string, number>>
   readonly restarts: ReadonlyArray<{ readonly atSecond: number; readonly downMillis: number }>
   /** Transfers committed after the last restart ended (the workload recovered). */
-  readonly committedAfterLastRestart: number | undefined
+  readonly committedAfterLastRestart: number | null
   /** Every way a transfer ended other than committed, and whether its log row exists. */
   readonly outcomesByError: Reconciliation["outcomesByError"]
   readonly lost: number
@@ -669,7 +669,7 @@ const verify = (target: Targets.Target, accountsTable: string, logTable: string,
       faultsInjected: Object.fromEntries(run.faults),
       faultErrors: Object.fromEntries(run.faultErrors),
       restarts: run.restarts,
-      committedAfterLastRestart: run.committedAfterLastRestart,
+      committedAfterLastRestart: run.committedAfterLastRestart ?? null,
       outcomesByError: reconciliation.outcomesByError,
       lost: reconciliation.lost,
       duplicated,
