@@ -7,51 +7,44 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as TransactionError from "../TransactionError.js"
-import type { Level } from "./state.js"
+import { closedError, type Level } from "./state.js"
 
 /** A SQLSTATE: the server refused the statement (a driver-side error has no such code). */
 const sqlState = /^[0-9A-Z]{5}$/
 
-/** @internal The refusal of a statement on a block that has ended, as the `SqlError` a connection fails with. */
-export const closedError = (level: Level, operation: TransactionError.TransactionClosed["operation"]) =>
-  new SqlError({
-    cause: new TransactionError.TransactionClosed({
-      transactionId: level.handle.id,
-      name: level.handle.name,
-      operation
-    }),
-    message: "The transaction of this statement has ended"
-  })
+/** The refusal of a statement on a block that has ended, as the `SqlError` a connection fails with. */
+const closedStatement = (cause: TransactionError.TransactionClosed) =>
+  new SqlError({ cause, message: "The transaction of this statement has ended" })
 
 /**
  * @internal
  * Why a statement of `level` may not run, if it may not: the block (or an enclosing one) has ended or is being
- * stopped (`TransactionClosed`); the whole transaction was rolled back by the database (the error that did it);
- * PostgreSQL aborted the block or an enclosing one (the error that did it: later statements would fail with 25P02).
+ * stopped (`TransactionClosed`); the whole transaction was rolled back by the database (the error that did it).
  */
 export const refusal = (level: Level, stopped: boolean): SqlError | undefined => {
-  if (stopped) return closedError(level, "statement")
-  for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
-    if (block.closed) return closedError(block, "statement")
-  }
-  const { root } = level
-  if (root.doomed !== undefined) return root.doomed
-  for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
-    if (block.aborted !== undefined) return block.aborted
-  }
-  return undefined
+  // A stopped body is refused as if its block had ended.
+  const closed = closedError(stopped ? { ...level, closed: true } : level, "statement")
+  return closed !== undefined ? closedStatement(closed) : level.root.doomed
 }
 
 /**
- * PostgreSQL: an error aborts the innermost savepoint, or the transaction at depth 0; until it is rolled back,
- * every statement fails with 25P02. A block with manual savepoints may still roll back to one: left alone.
+ * PostgreSQL: an error of the server aborts the innermost savepoint (of a block, a manual one, or one of a nested
+ * `sql.withTransaction`), or the transaction; until it is rolled back, every statement fails with 25P02. The last
+ * such error is remembered: a statement refused with 25P02 fails with it instead (it says why), and so does a
+ * transaction whose COMMIT the server answers with ROLLBACK (a retryable error caught by the body stays
+ * retryable). Whether a savepoint recovered it is the server's business: nothing is refused here.
  */
-const noteAbort = (level: Level, error: SqlError): void => {
+const remember = (level: Level, error: SqlError): SqlError => {
   const code = (error.cause as { readonly code?: unknown } | undefined)?.code
-  if (typeof code !== "string" || !sqlState.test(code) || level.manual.length > 0 || level.closed) return
-  if (level.savepoint === undefined) level.root.doomed ??= error
-  else level.aborted ??= error
+  if (typeof code !== "string" || !sqlState.test(code)) return error
+  const { root } = level
+  if (code === inFailedTransaction) return root.lastError ?? error
+  root.lastError = error
+  return error
 }
+
+/** SQLSTATE 25P02: the transaction (or savepoint) was aborted by an earlier error. */
+const inFailedTransaction = "25P02"
 
 /**
  * @internal
@@ -66,10 +59,13 @@ export class BlockConnection implements Connection {
 
   private watch<A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> {
     if (!this.level.root.dialect.errorAbortsBlock) return effect
-    return Effect.catchAll(effect, (error) => {
-      noteAbort(this.level, error)
-      return Effect.fail(error)
-    })
+    return Effect.catchAll(effect, (error) => Effect.fail(remember(this.level, error)))
+  }
+
+  /** Sends a statement through the guard: refused, or sent on the transaction's statements connection. */
+  private send<A>(statement: (statements: Connection) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> {
+    const refused = refusal(this.level, this.stopped)
+    return refused !== undefined ? Effect.fail(refused) : this.watch(statement(this.level.root.statements))
   }
 
   execute(
@@ -77,30 +73,20 @@ export class BlockConnection implements Connection {
     params: ReadonlyArray<unknown>,
     transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
   ) {
-    const refused = refusal(this.level, this.stopped)
-    return refused !== undefined
-      ? Effect.fail(refused)
-      : this.watch(this.level.root.statements.execute(sql, params, transformRows))
+    return this.send((statements) => statements.execute(sql, params, transformRows))
   }
   executeRaw(sql: string, params: ReadonlyArray<unknown>) {
-    const refused = refusal(this.level, this.stopped)
-    return refused !== undefined ? Effect.fail(refused) : this.watch(this.level.root.statements.executeRaw(sql, params))
+    return this.send((statements) => statements.executeRaw(sql, params))
   }
   executeValues(sql: string, params: ReadonlyArray<unknown>) {
-    const refused = refusal(this.level, this.stopped)
-    return refused !== undefined
-      ? Effect.fail(refused)
-      : this.watch(this.level.root.statements.executeValues(sql, params))
+    return this.send((statements) => statements.executeValues(sql, params))
   }
   executeUnprepared(
     sql: string,
     params: ReadonlyArray<unknown>,
     transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
   ) {
-    const refused = refusal(this.level, this.stopped)
-    return refused !== undefined
-      ? Effect.fail(refused)
-      : this.watch(this.level.root.statements.executeUnprepared(sql, params, transformRows))
+    return this.send((statements) => statements.executeUnprepared(sql, params, transformRows))
   }
   executeStream(
     sql: string,

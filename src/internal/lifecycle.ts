@@ -111,7 +111,6 @@ const makeLevel = (
     lock: undefined,
     rollbackOnly: false,
     closed: false,
-    aborted: undefined,
     hooks: []
   }
   ;(level as { handle: Transaction }).handle = new Handle(level, info)
@@ -162,6 +161,7 @@ const openRoot = (
           liveSavepoints: undefined,
           savepointCounter: 0,
           doomed: undefined,
+          lastError: undefined,
           statements: conn,
           released: false,
           recorder: Metrics.recorder(resolved.name, manager, fiber),
@@ -225,7 +225,7 @@ const openNested = (
   const resolved = withoutTimeoutUnless(bounded, resolution.right)
   const create = Effect.flatMap(countSavepoint(root), () => {
     const name = nextSavepointName(root)
-    // Through the parent's guard: refused when the transaction was rolled back or the parent aborted.
+    // Through the parent's guard: refused when the parent has ended or the transaction was rolled back.
     const target = parent === undefined ? root.statements : parent.connection
     return Effect.mapBoth(root.dialect.savepoint(target, name), {
       onFailure: (error) => classifyError(root.dialect, error),
@@ -286,6 +286,7 @@ const open = (
           liveSavepoints: undefined,
           savepointCounter: 0,
           doomed: undefined,
+          lastError: undefined,
           statements: conn,
           released: false,
           recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
@@ -409,11 +410,10 @@ const committedWithoutHooks = <A, E>(
 
 /**
  * The error a block must end with although its body may have succeeded: the transaction was rolled back by the
- * database (its doom), or, on PostgreSQL, the block was aborted by an error. A defect or an interruption of the
- * body is kept: it says more about what happened.
+ * database (its doom). A defect or an interruption of the body is kept: it says more about what happened.
  */
 const failureOf = <A, E>(level: Level, exit: Exit.Exit<A, E>): Exit.Exit<never, Failure> | undefined => {
-  const error = level.root.doomed ?? level.aborted
+  const error = level.root.doomed
   if (error === undefined) return undefined
   if (Exit.isFailure(exit) && Option.isNone(Cause.failureOption(exit.cause))) return undefined
   return Exit.fail(classifyError(level.root.dialect, error))
@@ -497,9 +497,7 @@ const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
       clearTimeout(timer)
       return Effect.as(
         releaseConnection(root, false),
-        outcome === "committed" ? Exit.void : Exit.fail(
-          new TransactionError.TransactionAborted({ dialect: dialect.name, code: "25P02", cause: undefined })
-        )
+        outcome === "committed" ? Exit.void : Exit.fail(abortedBy(root))
       )
     },
     onFailure: (cause): Effect.Effect<Exit.Exit<void, Failure>> => {
@@ -586,6 +584,15 @@ const rollbackToBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> 
     )
 }
 
+/**
+ * The error a transaction (or savepoint) aborted by an earlier error ends with: that error, as the guard saw it
+ * (PostgreSQL), else `TransactionAborted`.
+ */
+const abortedBy = (root: Root): Failure =>
+  root.lastError === undefined
+    ? new TransactionError.TransactionAborted({ dialect: root.dialect.name, code: "25P02", cause: undefined })
+    : classifyError(root.dialect, root.lastError)
+
 /** Releases the savepoint of a block, that is commits it into its parent. */
 const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
   level.closed = true
@@ -597,10 +604,14 @@ const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => 
     onFailure: (cause) =>
       Effect.map(
         rollbackToBlock(level),
-        (rolledBack) =>
-          Exit.isFailure(rolledBack)
-            ? rolledBack
-            : Exit.failCause(Cause.map(cause, (error) => classifyError(dialect, error)))
+        (rolledBack) => {
+          if (Exit.isFailure(rolledBack)) return rolledBack
+          // 25P02: the savepoint was aborted by an earlier error, which the block ends with.
+          return Exit.failCause(Cause.map(cause, (error) => {
+            const classified = classifyError(dialect, error)
+            return classified._tag === "TransactionAborted" ? abortedBy(root) : classified
+          }))
+        }
       )
   })
 }
@@ -616,7 +627,7 @@ const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Ef
     level.closed = true
     return failureOf(level, exit) ?? classifyExit(root.dialect, exit)
   }
-  if (Exit.isFailure(exit) || level.rollbackOnly || level.aborted !== undefined) {
+  if (Exit.isFailure(exit) || level.rollbackOnly) {
     return Effect.flatMap(rollbackToBlock(level), (rolledBack): Exit.Exit<A, E | Failure> =>
       Exit.isFailure(rolledBack)
         ? Exit.failCause(rolledBack.cause)

@@ -6,7 +6,15 @@ import * as Effect from "effect/Effect"
 import type { Savepoint } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
 import { TransactionTag } from "./context.js"
-import { classifyError, countSavepoint, type Failure, type Level, lockOf, nextSavepointName } from "./state.js"
+import {
+  classifyError,
+  closedError,
+  countSavepoint,
+  type Failure,
+  type Level,
+  lockOf,
+  nextSavepointName
+} from "./state.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // manual savepoints
@@ -24,17 +32,8 @@ const refuse = (savepoint: string, reason: string) =>
  */
 const usable = <A>(level: Level, savepoint: string, f: () => Effect.Effect<A, Failure>): Effect.Effect<A, Failure> =>
   Effect.withFiberRuntime((fiber) => {
-    for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
-      if (block.closed) {
-        return Effect.fail(
-          new TransactionError.TransactionClosed({
-            transactionId: block.handle.id,
-            name: block.handle.name,
-            operation: "savepoint"
-          })
-        )
-      }
-    }
+    const closed = closedError(level, "savepoint")
+    if (closed !== undefined) return Effect.fail(closed)
     if (fiber.currentContext.unsafeMap.get(TransactionTag.key) !== level.handle) {
       return refuse(
         savepoint,

@@ -37,6 +37,8 @@ export interface Root {
    * any more, and the transaction ends with it.
    */
   doomed: SqlError | undefined
+  /** PostgreSQL: the last error of the server, which aborted the transaction or a savepoint (see `guard.ts`). */
+  lastError: SqlError | undefined
   /** The connection statements are sent on (see `Dialect.statements`); `conn` is the driver's own. */
   statements: Connection
   /** Whether the connection went back to the pool (or was destroyed): the guard of every exit checks it. */
@@ -69,8 +71,6 @@ export interface Level {
   readonly connection: BlockConnection
   /** Set when the block's ending statement is about to run: its guards refuse statements from then on. */
   closed: boolean
-  /** PostgreSQL: the error that aborted this block's savepoint; it must roll back, and ends with it. */
-  aborted: SqlError | undefined
   /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
   lock: Effect.Semaphore | undefined
   rollbackOnly: boolean
@@ -105,19 +105,27 @@ export const registerHook = (
   hook: Hooks.Hook
 ): Effect.Effect<void, TransactionError.TransactionClosed> => {
   const level = levelOf(handle)
-  for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
-    if (block.closed) {
-      return Effect.fail(
-        new TransactionError.TransactionClosed({
-          transactionId: block.handle.id,
-          name: block.handle.name,
-          operation: "hook"
-        })
-      )
-    }
-  }
+  const closed = closedError(level, "hook")
+  if (closed !== undefined) return Effect.fail(closed)
   level.hooks.push(hook)
   return Effect.void
+}
+
+/** @internal Whether a block or an enclosing one has ended: the error for an operation refused because of it. */
+export const closedError = (
+  level: Level,
+  operation: TransactionError.TransactionClosed["operation"]
+): TransactionError.TransactionClosed | undefined => {
+  for (let block: Level | undefined = level; block !== undefined; block = block.parent) {
+    if (block.closed) {
+      return new TransactionError.TransactionClosed({
+        transactionId: block.handle.id,
+        name: block.handle.name,
+        operation
+      })
+    }
+  }
+  return undefined
 }
 
 /** @internal */

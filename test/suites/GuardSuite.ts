@@ -3,6 +3,7 @@
  * operations on a handle that is not the innermost block, hooks rolled back with a manual savepoint, and hooks
  * bounded by the manager's `hookTimeout`.
  */
+import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Deferred, Effect, Either, Fiber, Layer, Runtime } from "effect"
@@ -26,7 +27,8 @@ export const suite = (target: Target) => {
             return yield* Effect.forkDaemon(Effect.zipRight(Deferred.await(go), Effect.either(t.insert(2))))
           }).pipe(Transaction.atomic())
           yield* Deferred.succeed(go, undefined)
-          const late = yield* Fiber.join(daemon)
+          // Awaited, not joined: joining would bring the daemon's context (the ended transaction) into this fiber.
+          const late = yield* Effect.flatten(Fiber.await(daemon))
           assert.isTrue(Either.isLeft(late))
           assert.strictEqual(closedCause((late as Either.Left<SqlError, unknown>).left), "TransactionClosed")
           assert.deepStrictEqual(yield* t.ids, [1])
@@ -75,6 +77,21 @@ export const suite = (target: Target) => {
             yield* Transaction.afterCommit(Effect.sync(() => ran.push("after rollback")))
           }).pipe(Transaction.atomic())
           assert.deepStrictEqual(ran, ["before savepoint", "after rollback"])
+        }))
+
+      it.scoped("an error caught inside a nested sql.withTransaction is absorbed by its savepoint; the rest commits", () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const t = yield* makeTable("foreign_savepoint")
+          yield* Effect.gen(function*() {
+            yield* t.insert(1)
+            const inner = yield* Effect.either(
+              sql.withTransaction(Effect.zipRight(t.insert(2), sql.unsafe("SELECT * FROM effect_sql_tx_no_such_table")))
+            )
+            assert.isTrue(Either.isLeft(inner))
+            yield* t.insert(3)
+          }).pipe(Transaction.atomic())
+          assert.deepStrictEqual(yield* t.ids, [1, 3])
         }))
 
       it.scoped("a beforeCommit hook past hookTimeout is stopped: HookTimeout, rolled back", () =>

@@ -4,6 +4,7 @@
  * rolled the whole transaction back ends it.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, layer } from "@effect/vitest"
 import { Cause, Deferred, Effect, Either, Exit, Fiber, Layer, Random } from "effect"
 import { Transaction, TransactionError, TransactionManager, withRetry } from "../../src/index.js"
@@ -28,17 +29,25 @@ export const suite = (target: ContentionTarget) => {
           Effect.gen(function*() {
             const sql = yield* SqlClient.SqlClient
             const t = yield* makeTable("caught_interrupt")
-            const started = yield* Deferred.make<void>()
+            const started = yield* Deferred.make<Fiber.RuntimeFiber<Either.Either<unknown, SqlError>>>()
+            const go = yield* Deferred.make<void>()
             const fiber = yield* Effect.gen(function*() {
               yield* t.insert(1)
-              yield* Deferred.succeed(started, undefined)
+              // A fiber that outlives the block (forkDaemon) and writes later.
+              const daemon = yield* Effect.forkDaemon(Effect.zipRight(Deferred.await(go), Effect.either(t.insert(4))))
+              yield* Deferred.succeed(started, daemon)
               yield* Effect.either(sql.unsafe(target.sleep(5)))
               yield* Effect.sleep("200 millis")
               yield* Effect.either(t.insert(2))
             }).pipe(Transaction.atomic(timeout ? { timeout: "10 seconds" } : {}), Effect.fork)
-            yield* Deferred.await(started)
+            const daemon = yield* Deferred.await(started)
             yield* Effect.sleep("100 millis")
             yield* Fiber.interrupt(fiber)
+            yield* Deferred.succeed(go, undefined)
+            // Awaited, not joined: joining would bring the daemon's context (the ended transaction) into this fiber.
+            const late = yield* Effect.flatten(Fiber.await(daemon))
+            assert.isTrue(Either.isLeft(late))
+            assert.strictEqual((late as Either.Left<any, unknown>).left.cause?._tag, "TransactionClosed")
             yield* Effect.sleep("600 millis")
             assert.deepStrictEqual(yield* t.ids, [])
             // The pool's one connection is back, outside any transaction.
@@ -75,16 +84,20 @@ export const suite = (target: ContentionTarget) => {
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
           const t = yield* makeTable("timeout_caught")
+          // What became of the write after the caught error: it must not reach the transaction's connection.
+          let late = "not run"
           const exit = yield* Effect.gen(function*() {
             yield* t.insert(1)
             yield* Effect.either(sql.unsafe(target.sleep(5)))
             yield* Effect.sleep("300 millis")
-            yield* Effect.either(t.insert(2))
+            const written = yield* Effect.either(t.insert(2))
+            late = Either.isLeft(written) ? `refused:${(written.left as any).cause?._tag}` : "ran"
           }).pipe(Transaction.atomic({ timeout: "200 millis" }), Effect.exit)
           assert.isTrue(Exit.isFailure(exit))
           assert.strictEqual(Cause.failureOption((exit as Exit.Failure<never, any>).cause).pipe((o) => o._tag), "Some")
           assert.strictEqual((Cause.squash((exit as Exit.Failure<never, any>).cause) as any)._tag, "TransactionTimeout")
           yield* Effect.sleep("600 millis")
+          assert.include(["not run", "refused:TransactionClosed"], late)
           assert.deepStrictEqual(yield* t.ids, [])
         }))
 
@@ -123,8 +136,9 @@ export const suite = (target: ContentionTarget) => {
           const fiber = yield* Effect.gen(function*() {
             yield* t.insert(1)
             yield* Deferred.succeed(started, yield* target.connectionId)
-            yield* sql.unsafe(target.sleep(10))
-            yield* t.insert(2)
+            // The code catches the error of the killed statement and goes on: the transaction is gone all the same.
+            yield* Effect.either(sql.unsafe(target.sleep(10)))
+            yield* Effect.either(t.insert(2))
           }).pipe(Transaction.atomic(), Effect.either, Effect.fork)
           const id = yield* Deferred.await(started)
           yield* Effect.sleep("100 millis")
