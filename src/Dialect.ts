@@ -63,6 +63,11 @@ export interface ClassifiedCode {
  */
 export interface Fate {
   doomed: SqlError | undefined
+  /**
+   * Set when the transaction's COMMIT or ROLLBACK is about to be sent: a statement still waiting to be sent then
+   * (of a fiber that outlived its block) fails with this error instead.
+   */
+  closed: SqlError | undefined
 }
 
 /**

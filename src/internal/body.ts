@@ -98,8 +98,8 @@ const expire = <A, E>(level: Level, fiber: Fiber.RuntimeFiber<A, E>, deadline: D
     return Fiber.await(fiber)
   }))
 
-/** `setTimeout`'s limit: Effect's clock never fires a longer sleep either. */
-const maxTimerMillis = 2 ** 31 - 1
+/** @internal `setTimeout`'s limit: Effect's clock never fires a longer sleep either. */
+export const maxTimerMillis = 2 ** 31 - 1
 
 /** Effect's default clock sleeps with `setTimeout`; under another (a `TestClock`), sleeps go through the clock. */
 const DefaultClock = Clock.make().constructor

@@ -18,6 +18,16 @@ const closedStatement = (cause: TransactionError.TransactionClosed) =>
 
 /**
  * @internal
+ * Closes the outermost block before its COMMIT or ROLLBACK is sent: its guards refuse statements, and so does the
+ * transaction's statements connection for those still waiting to be sent (of fibers that outlived the block).
+ */
+export const closeRoot = (level: Level): void => {
+  level.closed = true
+  level.root.closed ??= closedStatement(closedError(level, "statement")!)
+}
+
+/**
+ * @internal
  * Why a statement of `level` may not run, if it may not: the block (or an enclosing one) has ended or is being
  * stopped (`TransactionClosed`); the whole transaction was rolled back by the database (the error that did it).
  */

@@ -5,6 +5,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -26,10 +27,10 @@ import type {
 import * as TransactionError from "../TransactionError.js"
 import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
-import { inTransaction, provideLevel, runBody } from "./body.js"
+import { inTransaction, maxTimerMillis, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
 import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
-import { BlockConnection } from "./guard.js"
+import { BlockConnection, closeRoot as closeRootBlock } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
@@ -162,6 +163,7 @@ const openRoot = (
           savepointCounter: 0,
           doomed: undefined,
           lastError: undefined,
+          closed: undefined,
           statements: conn,
           released: false,
           recorder: Metrics.recorder(resolved.name, manager, fiber),
@@ -244,7 +246,7 @@ const openNested = (
   })
   if (parent === undefined) return create
   const lock = lockOf(parent)
-  return Effect.zipRight(restore(lock.take(1)), Effect.tapError(create, () => lock.release(1)))
+  return Effect.zipRight(restore(lock.take(1)), Effect.onError(create, () => lock.release(1)))
 }
 
 /** Opens the outermost transaction, a savepoint in the current one, or a savepoint in a foreign one. */
@@ -287,6 +289,7 @@ const open = (
           savepointCounter: 0,
           doomed: undefined,
           lastError: undefined,
+          closed: undefined,
           statements: conn,
           released: false,
           recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
@@ -415,7 +418,17 @@ const committedWithoutHooks = <A, E>(
 const failureOf = <A, E>(level: Level, exit: Exit.Exit<A, E>): Exit.Exit<never, Failure> | undefined => {
   const error = level.root.doomed
   if (error === undefined) return undefined
-  if (Exit.isFailure(exit) && Option.isNone(Cause.failureOption(exit.cause))) return undefined
+  if (Exit.isFailure(exit)) {
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isNone(failure)) {
+      // A nested `sql.withTransaction` turns its refused ROLLBACK TO (the doom itself) into a defect: that is the doom.
+      return Cause.defects(exit.cause).pipe(Chunk.some((defect) => Cause.originalError(defect) === error))
+        ? Exit.fail(classifyError(level.root.dialect, error))
+        : undefined
+    }
+    // The block's own timeout stopped it (its statements' errors after that are consequences).
+    if ((failure.value as { readonly _tag?: unknown })._tag === "TransactionTimeout") return undefined
+  }
   return Exit.fail(classifyError(level.root.dialect, error))
 }
 
@@ -468,7 +481,7 @@ const finish = <A, E>(level: Level, exit: Exit.Exit<A, E>, ending: Ending): Effe
 }
 
 const rollbackRootBlock = (level: Level): Effect.Effect<void> => {
-  level.closed = true
+  closeRootBlock(level)
   return rollbackAndRelease(level.root, level.handle.options)
 }
 
@@ -478,7 +491,7 @@ const rollbackRootBlock = (level: Level): Effect.Effect<void> => {
  * is then unknown.
  */
 const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
-  level.closed = true
+  closeRootBlock(level)
   const { root } = level
   const { dialect } = root
   const unknown = (code: string | undefined, cause: unknown) =>
@@ -488,16 +501,25 @@ const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
     )
   let expired = false
   const abandon = dialect.abandon
-  const timer = abandon === undefined ? undefined : setTimeout(() => {
+  const millis = Duration.toMillis(root.manager.commitTimeout)
+  // Past `setTimeout`'s limit a timer would fire at once: such a bound is no bound.
+  const timer = abandon === undefined || millis > maxTimerMillis ? undefined : setTimeout(() => {
     expired = true
     abandon(root.conn)
-  }, Duration.toMillis(root.manager.commitTimeout))
+  }, millis)
   return Effect.matchCauseEffect(dialect.commit(root.conn, level.handle.options), {
     onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> => {
       clearTimeout(timer)
+      // A statement of another fiber, sent before the COMMIT, met an error that rolled the transaction back (a
+      // MySQL deadlock): the COMMIT then ran in autocommit and committed nothing.
+      const doomed = root.doomed
       return Effect.as(
         releaseConnection(root, false),
-        outcome === "committed" ? Exit.void : Exit.fail(abortedBy(root))
+        doomed !== undefined
+          ? Exit.fail(classifyError(dialect, doomed))
+          : outcome === "committed"
+          ? Exit.void
+          : Exit.fail(abortedBy(root))
       )
     },
     onFailure: (cause): Effect.Effect<Exit.Exit<void, Failure>> => {
@@ -522,7 +544,7 @@ const closeRoot = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, 
   forgetSavepoints(level)
   // Already uninterruptible: recording after `exit` costs fewer steps than `onExit`. Whatever `finish` did (a
   // failure, a defect, an interruption of any step), the connection is released once: destroyed if it was not.
-  return Effect.flatMap(Effect.exit(finish(level, exit, rootEnding)), (result) => {
+  return Effect.flatMap(Effect.exit(Effect.suspend(() => finish(level, exit, rootEnding))), (result) => {
     record(level, result)
     return level.root.released ? result : Effect.zipRight(releaseConnection(level.root, true), result)
   })

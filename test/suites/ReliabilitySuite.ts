@@ -127,6 +127,31 @@ export const suite = (target: ContentionTarget) => {
         60_000
       )
 
+      it.scoped("statements of a fiber that outlived its block, still waiting to be sent at COMMIT, are refused", () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const t = yield* makeTable("queued_after_commit")
+          const late = yield* Effect.gen(function*() {
+            yield* t.insert(1)
+            // A child fiber: its sleeping statement is in flight when the block commits, its inserts wait behind it.
+            return yield* Effect.fork(
+              Effect.all([
+                Effect.either(sql.unsafe(target.sleep(0.3))),
+                Effect.either(t.insert(2)),
+                Effect.either(t.insert(3))
+              ], {
+                concurrency: "unbounded"
+              })
+            )
+          }).pipe(Transaction.atomic())
+          const [, second, third] = yield* Effect.flatten(Fiber.await(late))
+          for (const result of [second, third]) {
+            assert.isTrue(Either.isLeft(result))
+            assert.strictEqual((result as Either.Left<any, unknown>).left.cause?._tag, "TransactionClosed")
+          }
+          assert.deepStrictEqual(yield* t.ids, [1])
+        }))
+
       it.scoped("a connection killed by the server mid-transaction: ConnectionLost, nothing committed", () =>
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
@@ -162,7 +187,7 @@ export const suite = (target: ContentionTarget) => {
        * nested block's transaction as the victim; PostgreSQL's victim is the session whose deadlock_timeout expires
        * first: 20 ms in the pool under test, 1 s for the admin), caught by the outer block, which writes more.
        */
-      const nestedDeadlock = (retry: boolean) =>
+      const nestedDeadlock = (retry: boolean, plain = false) =>
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
           const admin = yield* target.admin
@@ -194,8 +219,8 @@ export const suite = (target: ContentionTarget) => {
               yield* Deferred.await(adminHolds)
               yield* Effect.sleep("300 millis")
               yield* sql.unsafe(`UPDATE ${rows.name} SET v = v + 10 WHERE id = 2`)
-            }).pipe(Transaction.atomic(), Effect.either)
-            if (Either.isLeft(nested)) nestedErrors.push(nested.left._tag)
+            }).pipe(plain ? sql.withTransaction : Transaction.atomic(), Effect.either)
+            if (Either.isLeft(nested)) nestedErrors.push((nested.left as { readonly _tag: string })._tag)
             yield* log.insert(attempts * 10 + 2)
           }).pipe(Transaction.atomic({ name: "doomed" }), retry ? withRetry() : (self) => self, Effect.either)
           yield* Fiber.join(other)
@@ -210,6 +235,14 @@ export const suite = (target: ContentionTarget) => {
             assert.isTrue(Either.isRight(result))
             assert.strictEqual(attempts, 2)
             // Nothing of the doomed attempt: its second row would have committed alone in autocommit.
+            assert.deepStrictEqual(ids, [21, 22])
+          }))
+
+        it.scoped("MariaDB: a deadlock in a nested sql.withTransaction dooms the transaction too; retried", () =>
+          Effect.gen(function*() {
+            const { attempts, ids, result } = yield* nestedDeadlock(true, true)
+            assert.isTrue(Either.isRight(result))
+            assert.strictEqual(attempts, 2)
             assert.deepStrictEqual(ids, [21, 22])
           }))
 

@@ -89,9 +89,12 @@ const settleMillis = 5_000
  */
 export const statements = (conn: Connection, fate: Fate, driver: Driver): Connection => {
   let busy = false
+  // While a cancel is on its way, nothing else is sent: it must not reach the statement after the cancelled one.
+  let cancelling = 0
   const waiting: Array<() => void> = []
   const next = () => {
     busy = false
+    if (cancelling > 0) return
     const send = waiting.shift()
     if (send !== undefined) send()
   }
@@ -100,13 +103,16 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
       let state: "waiting" | "sent" | "settled" = "waiting"
       let onSettled: (() => void) | undefined
       const settle = (result: Effect.Effect<unknown, SqlError>) => {
+        // Once: mysql2 may call back twice on a broken connection, and a statement given up on may answer late.
+        if (state === "settled") return
         state = "settled"
         if (onSettled !== undefined) onSettled()
         resume(result)
         next()
       }
       const send = () => {
-        if (fate.doomed !== undefined) return settle(Effect.fail(fate.doomed))
+        const refused = fate.doomed ?? fate.closed
+        if (refused !== undefined) return settle(Effect.fail(refused))
         busy = true
         state = "sent"
         try {
@@ -131,13 +137,27 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
           if (index !== -1) waiting.splice(index, 1)
           return Effect.void
         }
+        cancelling++
+        const resumeQueue = Effect.sync(() => {
+          cancelling--
+          if (!busy) next()
+        })
         return Effect.zipRight(
           driver.cancel,
           Effect.async<void>((done) => {
             if (state === "settled") return done(Effect.void)
             let destroyed = false
             const timer = setTimeout(function expire() {
-              if (destroyed) return done(Effect.void)
+              if (destroyed) {
+                // The driver did not call back even on a destroyed connection: give the statement up, and with
+                // it the transaction.
+                const lost = new SqlError({
+                  cause: new Error("the connection was destroyed"),
+                  message: "Connection lost"
+                })
+                fate.doomed ??= lost
+                return settle(Effect.fail(lost))
+              }
               destroyed = true
               driver.destroy()
               timer.refresh()
@@ -146,7 +166,7 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
               clearTimeout(timer)
               done(Effect.void)
             }
-          })
+          }).pipe(Effect.ensuring(resumeQueue))
         )
       })
     })

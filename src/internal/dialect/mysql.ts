@@ -20,6 +20,7 @@ interface MysqlPoolConnection {
   readonly config?: unknown
   /** The command in flight, `null` when idle. */
   readonly _command?: unknown
+  readonly stream?: { destroy(error?: Error): void }
   query(options: MysqlQuery, callback: (error: unknown, results: unknown) => void): void
   execute(options: MysqlQuery, callback: (error: unknown, results: unknown) => void): void
   destroy(): void
@@ -137,9 +138,15 @@ const cancel = (conn: Connection): Effect.Effect<boolean> =>
     return Effect.sync(() => control.destroy())
   }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
 
-/** `destroy()` removes the connection from the pool; the release that follows is then a no-op. */
+/**
+ * `destroy()` removes the connection from the pool (the release that follows is then a no-op); it only half-closes
+ * the socket, and mysql2 then never calls back the command in flight: the socket is destroyed first, with an
+ * error, which fails that command.
+ */
 const abandon = (conn: Connection): void => {
-  poolConnection(conn)?.destroy()
+  const connection = poolConnection(conn)
+  connection?.stream?.destroy(new Error("effect-sql-tx: connection abandoned"))
+  connection?.destroy()
 }
 
 /**
@@ -171,7 +178,7 @@ const statements = (conn: Connection, fate: Fate): Connection => {
     },
     endsTransaction: endsTransaction(connection),
     cancel: cancel(conn),
-    destroy: () => connection.destroy()
+    destroy: () => abandon(conn)
   })
 }
 
