@@ -65,11 +65,10 @@ const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect
 /**
  * @internal
  * Runs the body of a block. With a `timeout` (or the manager's `superviseInterruption`), the body runs in a fiber
- * of its own, so that the timeout, or an interruption, first cancels the statement in flight on the server, then
- * interrupts the body: interrupting the statement alone would leave it running (mysql2) or need a free pool slot
- * to cancel it (`@effect/sql-pg` runs `pg_cancel_backend` over the pool). When the timeout expires the block fails
- * with `TransactionTimeout`. Without them the body runs in place (a fiber less per transaction); an interrupted
- * mysql2 statement is still cancelled before ROLLBACK (see `connection.ts`).
+ * of its own, so that the timeout, or an interruption, stops the body (see `stop`) rather than the caller: it is
+ * then awaited before the block ends. When the timeout expires the block fails with `TransactionTimeout`. Without
+ * them the body runs in place (a fiber less per transaction); an interrupted statement is cancelled on the server
+ * either way (see `Dialect.statements`).
  */
 export const runBody = <A, E, R>(
   level: Level,
