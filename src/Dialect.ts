@@ -65,9 +65,10 @@ export interface Fate {
   doomed: SqlError | undefined
   /**
    * Set when the transaction's COMMIT or ROLLBACK is about to be sent: a statement still waiting to be sent then
-   * (of a fiber that outlived its block) fails with this error instead.
+   * (of a fiber that outlived its block) fails with the error it makes instead. (A function: an error is made
+   * only when one is needed, as making one captures a stack trace.)
    */
-  closed: SqlError | undefined
+  closed: (() => SqlError) | undefined
 }
 
 /**

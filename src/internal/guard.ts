@@ -23,7 +23,7 @@ const closedStatement = (cause: TransactionError.TransactionClosed) =>
  */
 export const closeRoot = (level: Level): void => {
   level.closed = true
-  level.root.closed ??= closedStatement(closedError(level, "statement")!)
+  level.root.closed ??= () => closedStatement(closedError(level, "statement")!)
 }
 
 /**

@@ -40,7 +40,7 @@ export interface Root {
   /** PostgreSQL: the last error of the server, which aborted the transaction or a savepoint (see `guard.ts`). */
   lastError: SqlError | undefined
   /** Set when COMMIT or ROLLBACK is about to be sent: statements still waiting to be sent fail with it. */
-  closed: SqlError | undefined
+  closed: (() => SqlError) | undefined
   /** The connection statements are sent on (see `Dialect.statements`); `conn` is the driver's own. */
   statements: Connection
   /** Whether the connection went back to the pool (or was destroyed): the guard of every exit checks it. */

@@ -111,7 +111,7 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
         next()
       }
       const send = () => {
-        const refused = fate.doomed ?? fate.closed
+        const refused = fate.doomed ?? fate.closed?.()
         if (refused !== undefined) return settle(Effect.fail(refused))
         busy = true
         state = "sent"
