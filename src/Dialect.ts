@@ -141,6 +141,11 @@ export interface Dialect {
    * (PostgreSQL: later statements fail with 25P02), rather than the statement alone.
    */
   readonly errorAbortsBlock: boolean
+  /**
+   * The size of the client's connection pool, read from its configuration (the driver's default when it sets
+   * none; SQLite: its one connection), or `undefined` when the client does not tell.
+   */
+  readonly poolSize: (sql: SqlClient.SqlClient) => number | undefined
 }
 
 export {

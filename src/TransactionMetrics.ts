@@ -22,6 +22,7 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricState from "effect/MetricState"
+import * as Histogram from "./internal/monitor/histogram.js"
 
 /**
  * @internal
@@ -218,7 +219,10 @@ export interface Figures {
   readonly successRate: number
   /** Failed / ended, 0 when none ended. */
   readonly failureRate: number
-  /** Durations, in seconds; percentiles are the upper bound of the histogram bucket they fall in. */
+  /**
+   * Durations, in seconds; percentiles are interpolated within the histogram bucket they fall in and never exceed
+   * the largest duration observed.
+   */
   readonly duration: {
     readonly count: number
     readonly average: number
@@ -278,12 +282,14 @@ const countersByName: Record<string, keyof Figures> = {
 }
 
 const percentile = (accumulator: Accumulator, p: number): number => {
-  if (accumulator.durationCount === 0) return 0
-  const target = p * accumulator.durationCount
-  for (const [bound, cumulative] of [...accumulator.buckets].sort(([a], [b]) => a - b)) {
-    if (cumulative >= target) return Number.isFinite(bound) ? bound : accumulator.durationMax
-  }
-  return accumulator.durationMax
+  const sorted = [...accumulator.buckets].sort(([a], [b]) => a - b)
+  return Histogram.percentile(
+    sorted.map(([bound]) => bound),
+    sorted.map(([, cumulative]) => cumulative),
+    accumulator.durationCount,
+    accumulator.durationMax,
+    p
+  )
 }
 
 const figures = (accumulator: Accumulator): Figures => {

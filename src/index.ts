@@ -54,6 +54,13 @@ export * as TransactionManager from "./TransactionManager.js"
 export * as TransactionMetrics from "./TransactionMetrics.js"
 
 /**
+ * The monitor: snapshots, alert rules, health, recommendations, trends, reports and persisted history.
+ *
+ * @since 0.1.0
+ */
+export * as TransactionMonitor from "./TransactionMonitor.js"
+
+/**
  * The manager with its defaults: `TransactionManager.layer()`. It needs a `SqlClient`.
  *
  * @since 0.1.0

@@ -25,7 +25,8 @@ export const foreignParent: ResolvedTransactionOptions = {
 
 const namePattern = /^[\p{L}\p{N}_.:/ -]{1,100}$/u
 
-const invalid = (option: string, value: unknown, reason: string) =>
+/** @internal */
+export const invalid = (option: string, value: unknown, reason: string) =>
   Either.left(new InvalidTransactionOptions({ option, value, reason }))
 
 /** @internal */

@@ -36,6 +36,16 @@ export const rejectDeferrable = (database: string) => (options: ResolvedTransact
     })
     : undefined
 
+/**
+ * @internal
+ * The `maxConnections` of a `PgClient` or `MysqlClient` configuration (both keep it in `config`), or the driver's
+ * default pool size when not set.
+ */
+export const configured = (sql: unknown, fallback: number): number => {
+  const max = property(property(sql, "config"), "maxConnections")
+  return typeof max === "number" && max > 0 ? max : fallback
+}
+
 /** @internal Reads a property of an unknown error object. */
 export const property = (cause: unknown, key: string): unknown =>
   typeof cause === "object" && cause !== null ? (cause as Record<string, unknown>)[key] : undefined

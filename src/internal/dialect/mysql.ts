@@ -5,6 +5,7 @@ import type { ClassifiedCode, Dialect, Fate } from "../../Dialect.js"
 import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import {
+  configured,
   exec,
   isPlain,
   property,
@@ -202,5 +203,7 @@ export const mysql: Dialect = {
   destroy: (conn) => Effect.sync(() => abandon(conn)),
   abandon,
   statements,
-  errorAbortsBlock: false
+  errorAbortsBlock: false,
+  // `@effect/sql-mysql2` passes `maxConnections` as mysql2's `connectionLimit`, whose default is 10.
+  poolSize: (sql) => configured(sql, 10)
 }

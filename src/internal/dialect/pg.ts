@@ -6,6 +6,7 @@ import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { InvalidTransactionOptions } from "../../TransactionError.js"
 import {
+  configured,
   exec,
   isPlain,
   type Mode,
@@ -197,5 +198,7 @@ export const pg: Dialect = {
   destroy: (conn) => Effect.sync(() => abandon(conn)),
   abandon,
   statements,
-  errorAbortsBlock: true
+  errorAbortsBlock: true,
+  // pg-pool's default `max` is 10.
+  poolSize: (sql) => configured(sql, 10)
 }

@@ -124,5 +124,6 @@ export const sqlite: Dialect = {
     ], { discard: true }),
   abandon: undefined,
   statements,
-  errorAbortsBlock: false
+  errorAbortsBlock: false,
+  poolSize: () => 1
 }

@@ -1,0 +1,459 @@
+/**
+ * The alert rules: figures aggregated over a trailing window of snapshots, threshold rules, the anomaly rule, and
+ * the default set.
+ */
+import * as Duration from "effect/Duration"
+import type {
+  AlertLevel,
+  AlertRule,
+  AnomalyRuleOptions,
+  Condition,
+  CountField,
+  DefaultRuleName,
+  DefaultRulesOptions,
+  RuleContext,
+  ThresholdRuleOptions,
+  Thresholds,
+  WindowFigures
+} from "../../TransactionMonitor.js"
+import type { MonitorSnapshot } from "../../TransactionMonitor.js"
+import { bounds, countFields, rates, summarize, zeroCounts } from "./snapshot.js"
+
+/** @internal The name under which conditions and alerts about all transactions are kept. */
+export const overallName = "*"
+
+/** @internal The levels, lowest first. */
+export const levelOrder: ReadonlyArray<AlertLevel> = ["info", "warning", "error", "critical"]
+
+interface MutableWindow {
+  counts: { -readonly [K in CountField]: number }
+  failedByError: Record<string, number>
+  buckets: Array<number>
+  durationSum: number
+  durationMax: number
+  seconds: number
+  snapshots: number
+}
+
+/**
+ * @internal
+ * The figures of every name (and of {@link overallName}) summed over the snapshots taken within `millis` before
+ * the latest one (the latest included).
+ */
+export const aggregate = (
+  history: ReadonlyArray<MonitorSnapshot>,
+  millis: number
+): ReadonlyMap<string, WindowFigures> => {
+  const out = new Map<string, MutableWindow>()
+  const latest = history[history.length - 1]
+  if (latest === undefined) return out as any
+  const since = latest.takenAt - millis
+  for (let i = history.length - 1; i >= 0; i--) {
+    const snapshot = history[i]!
+    if (snapshot.takenAt <= since && i !== history.length - 1) break
+    add(out, overallName, snapshot.overall, snapshot.seconds)
+    for (const name in snapshot.byName) add(out, name, snapshot.byName[name]!, snapshot.seconds)
+  }
+  const result = new Map<string, WindowFigures>()
+  for (const [name, window] of out) {
+    const count = window.buckets.reduce((a, b) => a + b, 0)
+    result.set(name, {
+      counts: window.counts,
+      failedByError: window.failedByError,
+      ...rates(window.counts),
+      duration: summarize(window.buckets, count, window.durationSum, window.durationMax),
+      seconds: window.seconds,
+      snapshots: window.snapshots
+    })
+  }
+  return result
+}
+
+const add = (
+  out: Map<string, MutableWindow>,
+  name: string,
+  figures: MonitorSnapshot["overall"],
+  seconds: number
+) => {
+  let window = out.get(name)
+  if (window === undefined) {
+    window = {
+      counts: zeroCounts(),
+      failedByError: {},
+      buckets: bounds.map(() => 0),
+      durationSum: 0,
+      durationMax: 0,
+      seconds: 0,
+      snapshots: 0
+    }
+    out.set(name, window)
+  }
+  for (const field of countFields) window.counts[field] += figures.interval[field]
+  for (const error in figures.failedByError) {
+    window.failedByError[error] = (window.failedByError[error] ?? 0) + figures.failedByError[error]!
+  }
+  const buckets = figures.duration.buckets
+  for (let i = 0; i < buckets.length; i++) window.buckets[i]! += buckets[i]!
+  window.durationSum += figures.duration.average * figures.duration.count
+  if (figures.duration.max > window.durationMax) window.durationMax = figures.duration.max
+  window.seconds += seconds
+  window.snapshots++
+}
+
+/** @internal The highest level whose threshold `value` reaches (`above`) or falls to (`below`). */
+export const levelOf = (
+  thresholds: Thresholds,
+  value: number,
+  direction: "above" | "below" = "above"
+): { readonly level: AlertLevel; readonly threshold: number } | undefined => {
+  for (let i = levelOrder.length - 1; i >= 0; i--) {
+    const level = levelOrder[i]!
+    const threshold = thresholds[level]
+    if (threshold === undefined) continue
+    if (direction === "above" ? value >= threshold : value <= threshold) return { level, threshold }
+  }
+  return undefined
+}
+
+const formatValue = (value: number, unit: ThresholdRuleOptions["unit"]): string =>
+  unit === "ratio"
+    ? `${(value * 100).toFixed(1)} %`
+    : unit === "seconds"
+    ? `${value >= 10 ? value.toFixed(0) : value.toPrecision(3)} s`
+    : unit === "perMinute"
+    ? `${value.toFixed(1)}/min`
+    : `${Number.isInteger(value) ? value : value.toFixed(2)}`
+
+/** @internal */
+export const thresholdRule = (options: ThresholdRuleOptions): AlertRule => {
+  const windowMillis = Duration.toMillis(options.window ?? Duration.minutes(1))
+  const scope = options.scope ?? "both"
+  const minVolume = options.minVolume ?? 0
+  const rule: AlertRule = {
+    name: options.name,
+    description: options.description,
+    for: Duration.decode(options.for ?? Duration.seconds(30)),
+    advice: options.advice,
+    evaluate: (history, context) => {
+      const windows = context.window(windowMillis)
+      const conditions: Array<Condition> = []
+      for (const [name, figures] of windows) {
+        if (name === overallName ? scope === "name" : scope === "overall") continue
+        if (options.volume !== undefined && options.volume(figures) < minVolume) continue
+        const value = options.measure(figures, name, history, context)
+        if (value === undefined || !Number.isFinite(value)) continue
+        const found = levelOf(options.thresholds, value)
+        if (found === undefined) continue
+        conditions.push({
+          transaction: name,
+          level: found.level,
+          value,
+          threshold: found.threshold,
+          message: `${options.label} ${formatValue(value, options.unit)} (${found.level} at ${
+            formatValue(found.threshold, options.unit)
+          })${name === overallName ? "" : ` for "${name}"`}`
+        })
+      }
+      return conditions
+    }
+  }
+  return rule
+}
+
+const median = (values: Array<number>): number => {
+  values.sort((a, b) => a - b)
+  const middle = values.length >> 1
+  return values.length % 2 === 1 ? values[middle]! : (values[middle - 1]! + values[middle]!) / 2
+}
+
+/**
+ * @internal
+ * The anomaly rule: the latest interval's figure against the median of the `baseline` snapshots before the `for`
+ * window, in units of the median absolute deviation (× 1.4826, the normal-consistent scale, floored at 10 % of
+ * the median so that a perfectly flat baseline does not fire on noise).
+ */
+export const anomalyRule = (options: AnomalyRuleOptions = {}): AlertRule => {
+  const k = options.deviations ?? 4
+  const baselineLength = options.baseline ?? 60
+  const minBaseline = options.minBaseline ?? 30
+  const minVolume = options.minVolume ?? 10
+  const forDuration = Duration.decode(options.for ?? Duration.seconds(30))
+  const figures: ReadonlyArray<AnomalyFigure> = [
+    { key: "p99", label: "p99 duration", direction: "above", read: (f) => f.duration.p99, unit: "seconds" },
+    { key: "failureRate", label: "failure rate", direction: "above", read: (f) => f.failureRate, unit: "ratio" },
+    { key: "throughput", label: "throughput", direction: "below", read: (f) => f.perSecond.committed, unit: "count" }
+  ]
+  const chosen = options.figures === undefined
+    ? figures
+    : figures.filter((figure) => options.figures!.includes(figure.key))
+  return {
+    name: options.name ?? "anomaly",
+    description: `A figure (${
+      chosen.map((f) => f.label).join(", ")
+    }) more than ${k} robust deviations from its trailing baseline`,
+    for: forDuration,
+    advice: (alert) =>
+      `${alert.message}. Nothing crossed a fixed threshold: compare with the deploys, traffic and database load of ` +
+      "the same time; a lasting change becomes the new baseline after the baseline window.",
+    evaluate: (history) => {
+      const latest = history[history.length - 1]
+      if (latest === undefined) return []
+      const cutoff = latest.takenAt - Duration.toMillis(forDuration)
+      let end = history.length - 1
+      while (end > 0 && history[end - 1]!.takenAt > cutoff) end--
+      const start = Math.max(0, end - baselineLength)
+      if (end - start < minBaseline) return []
+      const names = options.perName === true ? [overallName, ...Object.keys(latest.byName)] : [overallName]
+      const conditions: Array<Condition> = []
+      for (const name of names) {
+        const read = (s: MonitorSnapshot) => name === overallName ? s.overall : s.byName[name]
+        const volumes: Array<number> = []
+        for (let i = start; i < end; i++) volumes.push(read(history[i]!)?.interval.started ?? 0)
+        if (median(volumes) < minVolume) continue
+        const current = read(latest)
+        if (current === undefined) continue
+        for (const figure of chosen) {
+          if (figure.direction === "above" && current.interval.started < minVolume) continue
+          const values: Array<number> = []
+          for (let i = start; i < end; i++) {
+            const f = read(history[i]!)
+            values.push(f === undefined ? 0 : figure.read(f))
+          }
+          const center = median(values)
+          const mad = median(values.map((v) => Math.abs(v - center)))
+          const scale = Math.max(1.4826 * mad, 0.1 * Math.abs(center), figure.unit === "ratio" ? 0.01 : 1e-9)
+          const value = figure.read(current)
+          const score = (value - center) / scale
+          if (figure.direction === "above" ? score <= k : score >= -k) continue
+          conditions.push({
+            transaction: name,
+            level: Math.abs(score) > 2 * k ? "error" : "warning",
+            value,
+            threshold: center + (figure.direction === "above" ? k : -k) * scale,
+            message: `${figure.label} ${formatValue(value, figure.unit)} against a baseline of ${
+              formatValue(center, figure.unit)
+            } (${Math.abs(score).toFixed(1)} deviations ${figure.direction === "above" ? "above" : "below"})${
+              name === overallName ? "" : ` for "${name}"`
+            }`,
+            figure: figure.key
+          })
+        }
+      }
+      return conditions
+    }
+  }
+}
+
+interface AnomalyFigure {
+  readonly key: "p99" | "failureRate" | "throughput"
+  readonly label: string
+  readonly direction: "above" | "below"
+  readonly read: (figures: MonitorSnapshot["overall"]) => number
+  readonly unit: ThresholdRuleOptions["unit"]
+}
+
+const ended = (f: WindowFigures) => f.counts.committed + f.counts.rolledBack
+
+/** @internal The rules a monitor checks unless told otherwise, with their documented defaults. */
+export const defaultRules = (options: DefaultRulesOptions = {}): ReadonlyArray<AlertRule> => {
+  const made: Array<AlertRule> = []
+  const define = (name: DefaultRuleName, base: Omit<ThresholdRuleOptions, "name">) => {
+    const override = options[name]
+    if (override === false) return
+    made.push(thresholdRule({
+      ...base,
+      name,
+      thresholds: override?.thresholds ?? base.thresholds,
+      for: override?.for ?? base.for,
+      window: override?.window ?? base.window,
+      minVolume: override?.minVolume ?? base.minVolume
+    }))
+  }
+  define("failure-rate", {
+    description: "Share of the transactions ended in the window that failed",
+    label: "failure rate",
+    unit: "ratio",
+    thresholds: { warning: 0.05, error: 0.1, critical: 0.25 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 20,
+    volume: ended,
+    measure: (f) => f.failureRate,
+    advice: (alert, context) => {
+      const errors = Object.entries(context.window(60_000).get(alert.transaction)?.failedByError ?? {})
+        .sort(([, a], [, b]) => b - a).slice(0, 3).map(([error, n]) => `${error} ×${n}`).join(", ")
+      return `${alert.message}; most frequent errors: ${errors || "n/a"}. Retryable errors (deadlocks, ` +
+        "serialization failures) call for withRetry; the others for a look at the failing code path."
+    }
+  })
+  define("deadlock-rate", {
+    description: "Transactions ended by a deadlock, per minute",
+    label: "deadlocks",
+    unit: "perMinute",
+    thresholds: { warning: 1, error: 5, critical: 20 },
+    for: "1 minute",
+    window: "1 minute",
+    measure: (f) => f.seconds === 0 ? 0 : f.counts.deadlocks * 60 / f.seconds,
+    advice: (alert, context) =>
+      `${alert.message}. Lock rows in one order in every transaction (e.g. by primary key: SELECT … ORDER BY id ` +
+      `FOR UPDATE), keep transactions short, and retry with withRetry. Names involved: ${
+        involved(context, "deadlocks")
+      }.`
+  })
+  define("serialization-failure-rate", {
+    description: "Share of the transactions begun in the window ended by a serialization failure",
+    label: "serialization failures",
+    unit: "ratio",
+    thresholds: { warning: 0.05, error: 0.1, critical: 0.25 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 20,
+    volume: (f) => f.counts.started,
+    measure: (f) => f.counts.serializationFailures / f.counts.started,
+    advice: (alert, context) =>
+      `${alert.message}. Wrap the transaction in withRetry (serialization failures are meant to be retried), ` +
+      `make it shorter, or use a lower isolation level where the invariant allows. Names involved: ${
+        involved(context, "serializationFailures")
+      }.`
+  })
+  define("timeout-rate", {
+    description: "Share of the transactions begun in the window stopped by their timeout",
+    label: "timeouts",
+    unit: "ratio",
+    thresholds: { warning: 0.01, error: 0.05, critical: 0.2 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 20,
+    volume: (f) => f.counts.started,
+    measure: (f) => f.counts.timeouts / f.counts.started,
+    advice: (alert) =>
+      `${alert.message}. Look for slow statements (missing indexes, lock waits) in these transactions, or raise ` +
+      "their timeout if the work is legitimately long."
+  })
+  define("lock-timeout-rate", {
+    description: "Share of the transactions begun in the window ended by a lock wait timeout",
+    label: "lock timeouts",
+    unit: "ratio",
+    thresholds: { warning: 0.01, error: 0.05, critical: 0.2 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 20,
+    volume: (f) => f.counts.started,
+    measure: (f) => f.counts.lockTimeouts / f.counts.started,
+    advice: (alert, context) =>
+      `${alert.message}. Another transaction holds the rows too long: index the columns of the WHERE clauses ` +
+      "(an unindexed UPDATE locks whole ranges), shorten the holders, and set lockTimeout so waiters fail fast " +
+      `and retry. Names involved: ${involved(context, "lockTimeouts")}.`
+  })
+  define("retries-per-commit", {
+    description: "Retries by withRetry per committed transaction in the window",
+    label: "retries per commit",
+    unit: "count",
+    thresholds: { warning: 0.5, error: 1, critical: 3 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 10,
+    volume: (f) => f.counts.retries + f.counts.committed,
+    measure: (f) => f.counts.retries / Math.max(1, f.counts.committed),
+    advice: (alert) =>
+      `${alert.message}. Each retry re-runs the whole transaction: reduce contention (shorter transactions, one ` +
+      "lock order, fewer hot rows) rather than raising the retry budget."
+  })
+  define("p99-duration", {
+    description: "99th percentile of the durations of the transactions ended in the window",
+    label: "p99 duration",
+    unit: "seconds",
+    thresholds: { warning: 1, error: 5, critical: 15 },
+    for: "1 minute",
+    window: "1 minute",
+    minVolume: 20,
+    volume: (f) => f.duration.count,
+    measure: (f) => f.duration.p99,
+    advice: (alert) =>
+      `${alert.message}. Keep network calls and slow work out of the transaction (afterCommit hooks), look for ` +
+      "lock waits and slow statements, and set a timeout so that a stuck transaction is stopped on the server."
+  })
+  define("long-running", {
+    description: "Age of the oldest transaction running now",
+    label: "oldest running transaction",
+    unit: "seconds",
+    thresholds: { warning: 5, error: 30, critical: 120 },
+    for: "10 seconds",
+    window: "1 millis",
+    measure: (_, name, history) => {
+      const latest = history[history.length - 1]!
+      return name === overallName ? latest.overall.oldestAge : latest.byName[name]?.oldestAge
+    },
+    advice: (alert, context) =>
+      `${alert.message}${
+        context.latest === undefined ? "" : oldestIds(context.latest, alert.transaction)
+      }. A long transaction holds its locks and its snapshot (PostgreSQL's vacuum waits for it): split it, move ` +
+      "slow work after the commit, and give it a timeout."
+  })
+  define("pool-saturation", {
+    description: "Share of the connection pool held by transactions",
+    label: "pool held by transactions",
+    unit: "ratio",
+    thresholds: { warning: 0.8, critical: 1 },
+    for: "30 seconds",
+    window: "1 millis",
+    scope: "overall",
+    measure: (_, __, history) => history[history.length - 1]!.pool?.utilization,
+    advice: (alert, context) =>
+      `${alert.message} (${context.latest?.pool?.inTransactions ?? "?"} of ${
+        context.latest?.pool?.size ?? "?"
+      } connections). Transactions wait for connections: raise the pool size towards the concurrency the ` +
+      "database sustains, lower the application's concurrency, or shorten the transactions; set acquireTimeout so " +
+      "that waiters fail with ConnectionUnavailable instead of queueing."
+  })
+  define("hook-failures", {
+    description: "Hooks that failed or died in the window",
+    label: "hook failures",
+    unit: "count",
+    thresholds: { warning: 1, error: 10 },
+    for: "10 seconds",
+    window: "5 minutes",
+    measure: (f) => f.counts.hookFailures,
+    advice: (alert) =>
+      `${alert.message}. A failed afterCommit hook leaves its side effect undone although the transaction ` +
+      "committed: make hooks retry on their own or enqueue the work durably (an outbox table written in the " +
+      "transaction)."
+  })
+  define("savepoint-budget", {
+    description: "PostgreSQL transactions with more savepoints than the backend's subtransaction cache (64)",
+    label: "transactions past the savepoint budget",
+    unit: "count",
+    thresholds: { warning: 1 },
+    for: "10 seconds",
+    window: "5 minutes",
+    measure: (f) => f.counts.savepointBudgetExceeded,
+    advice: (alert) =>
+      `${alert.message}. Past 64 savepoints a PostgreSQL transaction overflows its subtransaction cache, which ` +
+      "slows every session on the server: use fewer nested blocks per transaction (batch the rows, or validate " +
+      "before writing instead of a savepoint per row)."
+  })
+  if (options.anomaly !== false) made.push(anomalyRule(options.anomaly ?? {}))
+  return made
+}
+
+const involved = (context: RuleContext, field: CountField): string => {
+  const names = [...context.window(5 * 60_000)]
+    .filter(([name, f]) => name !== overallName && f.counts[field] > 0)
+    .sort(([, a], [, b]) => b.counts[field] - a.counts[field])
+    .slice(0, 5)
+    .map(([name, f]) => `"${name}" (${f.counts[field]})`)
+  return names.length === 0 ? "n/a" : names.join(", ")
+}
+
+const oldestIds = (latest: MonitorSnapshot, transaction: string): string => {
+  const listed = latest.active.filter((entry) =>
+    entry.longRunning && (transaction === overallName || entry.name === transaction)
+  )
+    .slice(0, 3)
+    .map((entry) =>
+      `"${entry.name}" #${entry.id} (${entry.age.toFixed(0)} s${
+        entry.connectionId === undefined ? "" : `, server connection ${entry.connectionId}`
+      })`
+    )
+  return listed.length === 0 ? "" : `: ${listed.join(", ")}`
+}
