@@ -239,10 +239,11 @@ export const make = (
         const names = options.transaction !== undefined
           ? [options.transaction]
           : [overallName, ...Object.keys(latest.byName).sort()]
-        const windowMillis = points * intervalMillis
+        // The same span as the compared snapshots, an hour (a day) earlier.
+        const span = latest.takenAt - ring[Math.max(0, ring.length - points)]!.takenAt
         const earlier = (ago: number) => {
           const to = latest.takenAt - ago
-          return history({ from: to - windowMillis, to })
+          return history({ from: to - span, to })
         }
         const hourAgo = yield* earlier(hour)
         const dayAgo = yield* earlier(day)
