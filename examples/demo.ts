@@ -13,7 +13,14 @@ import { Data, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { RetryPolicy, Transaction, TransactionLayer, TransactionMetrics, withRetry } from "../src/index.js"
+import {
+  RetryPolicy,
+  Transaction,
+  TransactionLayer,
+  TransactionMetrics,
+  TransactionMonitor,
+  withRetry
+} from "../src/index.js"
 
 const flag = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(`--${name}`)
@@ -40,6 +47,31 @@ const ClientLive: Layer.Layer<SqlClient.SqlClient, unknown> = databaseUrl?.start
     ),
     (dir) => SqliteClient.layer({ filename: Path.join(dir, "bank.db") })
   ))
+
+/**
+ * The monitor, at a demo's pace: a snapshot a second, and rules that look at the last 5 seconds and fire after 2
+ * (the defaults: a minute, and 10 s to a minute).
+ */
+const demoRuleNames: ReadonlyArray<TransactionMonitor.DefaultRuleName> = [
+  "failure-rate",
+  "deadlock-rate",
+  "serialization-failure-rate",
+  "timeout-rate",
+  "lock-timeout-rate",
+  "retries-per-commit",
+  "p99-duration",
+  "long-running",
+  "pool-saturation",
+  "hook-failures",
+  "savepoint-budget"
+]
+const MonitorLive = TransactionMonitor.layer({
+  interval: "1 second",
+  rules: TransactionMonitor.defaultRules({
+    ...Object.fromEntries(demoRuleNames.map((name) => [name, { for: "2 seconds", window: "5 seconds" }])),
+    anomaly: false
+  })
+})
 
 class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{ readonly account: number }> {}
 
@@ -168,11 +200,20 @@ const program = Effect.gen(function*() {
     }),
     invariant: invariant ? "holds" : "BROKEN"
   }))
+  const monitor = yield* TransactionMonitor.TransactionMonitor
+  yield* monitor.takeSnapshot
+  const health = yield* monitor.health
+  const open = yield* monitor.alerts({ status: "open" })
+  yield* Effect.log(`monitor: health ${health.score}/100, ${health.status}; ${open.length} open alert(s)`)
+  for (const alert of open) yield* Effect.log(`  alert [${alert.level}] ${alert.rule}: ${alert.message}`)
+  for (const recommendation of (yield* monitor.recommendations).slice(0, 3)) {
+    yield* Effect.log(`  recommendation (${recommendation.title}): ${recommendation.advice}`)
+  }
   if (!invariant) return yield* Effect.dieMessage("the balance invariant is broken")
 })
 
 program.pipe(
   Effect.scoped,
-  Effect.provide(TransactionLayer.pipe(Layer.provideMerge(ClientLive))),
+  Effect.provide(MonitorLive.pipe(Layer.provideMerge(TransactionLayer), Layer.provideMerge(ClientLive))),
   NodeRuntime.runMain
 )
