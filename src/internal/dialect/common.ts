@@ -42,7 +42,9 @@ export const rejectDeferrable = (database: string) => (options: ResolvedTransact
  * default pool size when not set.
  */
 export const configured = (sql: unknown, fallback: number): number => {
-  const max = property(property(sql, "config"), "maxConnections")
+  // A client is a function (the `sql` template tag) carrying its configuration as a property.
+  const config = typeof sql === "function" ? (sql as { readonly config?: unknown }).config : property(sql, "config")
+  const max = property(config, "maxConnections")
   return typeof max === "number" && max > 0 ? max : fallback
 }
 

@@ -165,7 +165,8 @@ export const make = (
 
     const takeSnapshot: Effect.Effect<MonitorSnapshot> = lock.withPermits(1)(Effect.gen(function*() {
       const reading = yield* source
-      const now = clock.unsafeCurrentTimeMillis()
+      // Strictly increasing times: a snapshot's time is its key (event ids, the table's primary key).
+      const now = Math.max(clock.unsafeCurrentTimeMillis(), (ring[ring.length - 1]?.takenAt ?? -Infinity) + 1)
       const snapshot = diff(previous, reading, {
         takenAt: now,
         seconds: Math.max(0, (now - previousAt) / 1000),
