@@ -2,7 +2,10 @@
  * `npm start`: concurrent bank transfers through `Transaction.atomic`, on embedded SQLite by default, or on the
  * database of `DATABASE_URL` (`postgres://…` or `mysql://…`).
  *
- *   npm start -- --duration 5 --workers 8 --accounts 10
+ *   npm start -- --duration 5 --workers 8 --accounts 10 [--port 9464] [--serve]
+ *
+ * The dashboard is served while the workload runs (its URL is printed); with `--serve` it stays up after the
+ * summary, until Ctrl-C.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { MysqlClient } from "@effect/sql-mysql2"
@@ -21,6 +24,7 @@ import {
   TransactionMonitor,
   withRetry
 } from "../src/index.js"
+import * as TransactionDashboard from "../src/TransactionDashboard.js"
 
 const flag = (name: string, fallback: number): number => {
   const index = process.argv.indexOf(`--${name}`)
@@ -31,6 +35,8 @@ const flag = (name: string, fallback: number): number => {
 }
 
 const duration = Duration.seconds(flag("duration", 5))
+const port = process.argv.includes("--port") ? flag("port", 9464) : 9464
+const serve = process.argv.includes("--serve")
 const workers = flag("workers", 8)
 const accounts = flag("accounts", 10)
 const initialBalance = 1_000
@@ -73,6 +79,18 @@ const MonitorLive = TransactionMonitor.layer({
   })
 })
 
+/** The dashboard on `--port` (9464), or on a free port when that one is taken. */
+const DashboardLive = TransactionDashboard.layer({ port }).pipe(
+  Layer.catchAll((error) =>
+    Layer.unwrapEffect(
+      Effect.as(
+        Effect.logWarning(`${error.message}; serving on a free port instead`),
+        TransactionDashboard.layer({ port: 0 })
+      )
+    )
+  )
+)
+
 class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{ readonly account: number }> {}
 
 const suffix = `${process.pid}`
@@ -108,6 +126,8 @@ const program = Effect.gen(function*() {
   yield* Effect.log(
     `effect-sql-tx demo on ${dialect}: ${workers} workers, ${accounts} accounts, ${Duration.format(duration)}`
   )
+  const dashboard = yield* TransactionDashboard.DashboardServer
+  yield* Effect.log(`dashboard: ${dashboard.url}`)
 
   yield* Effect.acquireRelease(
     Effect.gen(function*() {
@@ -210,10 +230,20 @@ const program = Effect.gen(function*() {
     yield* Effect.log(`  recommendation (${recommendation.title}): ${recommendation.advice}`)
   }
   if (!invariant) return yield* Effect.dieMessage("the balance invariant is broken")
+  if (serve) {
+    yield* Effect.log(`dashboard: ${dashboard.url} (--serve: Ctrl-C to stop)`)
+    return yield* Effect.never
+  }
 })
 
 program.pipe(
   Effect.scoped,
-  Effect.provide(MonitorLive.pipe(Layer.provideMerge(TransactionLayer), Layer.provideMerge(ClientLive))),
+  Effect.provide(
+    DashboardLive.pipe(
+      Layer.provideMerge(MonitorLive),
+      Layer.provideMerge(TransactionLayer),
+      Layer.provideMerge(ClientLive)
+    )
+  ),
   NodeRuntime.runMain
 )
