@@ -26,9 +26,17 @@
   const ms = (seconds) => seconds === undefined ? "–" : fmt(seconds * 1000, 1)
   const time = (epoch) => epoch === undefined ? "–" : new Date(epoch).toLocaleTimeString()
 
-  const state = { current: undefined, history: [], name: "*", paused: false, pending: undefined, alerts: new Map() }
-  $("csv").href = withToken(`${base}/api/report.csv`)
-  $("json").href = withToken(`${base}/api/report.json`)
+  const state = { current: undefined, history: [], name: "*", paused: false, pending: [], alerts: new Map() }
+  // The downloads cover the selected range.
+  const setDownloads = () => {
+    const from = Date.now() - Number($("range").value)
+    $("csv").href = withToken(`${base}/api/report.csv?from=${from}`)
+    $("json").href = withToken(`${base}/api/report.json?from=${from}`)
+  }
+  setDownloads()
+  // Rates of transactions that ended: "–" when none did, rather than 0 %.
+  const ended = (f) => f.interval.committed + f.interval.rolledBack
+  const rate = (f, value) => ended(f) === 0 ? "–" : pct(value)
 
   const figuresOf = (snapshot, name) =>
     snapshot === undefined ? undefined : name === "*" ? snapshot.overall : snapshot.byName[name]
@@ -36,8 +44,8 @@
   // Charts: one uPlot per figure over the history of the selected name.
   const chartSpecs = [
     ["chart-throughput", (f) => f.perSecond.committed],
-    ["chart-failure", (f) => f.failureRate],
-    ["chart-p99", (f) => f.duration.p99],
+    ["chart-failure", (f) => f.failureRate * 100],
+    ["chart-p99", (f) => f.duration.p99 * 1000],
     ["chart-active", (f) => f.active]
   ]
   const charts = new Map()
@@ -61,6 +69,7 @@
               width: chartWidth(node),
               height: 160,
               legend: { show: false },
+              scales: { y: { range: (_, __, max) => [0, max > 0 ? max * 1.1 : 1] } },
               series: [{}, { stroke: "#3b82f6", width: 1.5, fill: "rgba(59,130,246,0.12)" }],
               axes: [{}, { size: 50 }]
             },
@@ -79,8 +88,8 @@
     const f = figuresOf(state.current?.snapshot, state.name)
     const cards = [
       ["commits/s", f && fmt(f.perSecond.committed, 1)],
-      ["success rate", f && pct(f.successRate)],
-      ["failure rate", f && pct(f.failureRate)],
+      ["success rate", f && rate(f, f.successRate)],
+      ["failure rate", f && rate(f, f.failureRate)],
       ["p50 (ms)", f && ms(f.duration.p50)],
       ["p99 (ms)", f && ms(f.duration.p99)],
       ["deadlocks", f && f.interval.deadlocks],
@@ -168,7 +177,7 @@
       row.append(
         el("td", name),
         el("td", fmt(f.perSecond.committed, 1)),
-        el("td", pct(f.successRate)),
+        el("td", rate(f, f.successRate)),
         el("td", f.interval.failed),
         el("td", ms(f.duration.p50)),
         el("td", ms(f.duration.p99)),
@@ -212,7 +221,8 @@
 
   const onSnapshot = (data) => {
     if (state.paused) {
-      state.pending = data
+      // Kept, so that the charts have no gap once resumed.
+      state.pending.push(data)
       return
     }
     applyState(data)
@@ -254,9 +264,9 @@
     state.paused = !state.paused
     $("pause").textContent = state.paused ? "Resume" : "Pause"
     $("pause").setAttribute("aria-pressed", String(state.paused))
-    if (!state.paused && state.pending !== undefined) {
-      applyState(state.pending)
-      state.pending = undefined
+    if (!state.paused && state.pending.length > 0) {
+      for (const pending of state.pending) applyState(pending)
+      state.pending = []
       render()
     }
   })
@@ -264,7 +274,12 @@
     state.name = $("name").value
     render()
   })
-  $("range").addEventListener("change", () => loadHistory().catch(showError))
+  $("range").addEventListener("change", () => {
+    setDownloads()
+    loadHistory().catch(showError)
+  })
+  $("csv").addEventListener("click", setDownloads)
+  $("json").addEventListener("click", setDownloads)
 
   const showError = (error) => {
     $("connection").textContent = String(error.message || error)

@@ -23,6 +23,7 @@ import * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
@@ -125,8 +126,15 @@ export const layer = (
 ): Layer.Layer<DashboardServer, DashboardError, TransactionMonitor> => {
   const host = options.host ?? "127.0.0.1"
   const basePath = Routes.normalizeBase(options.basePath)
-  const routes = router({ ...options, basePath })
-  const app = basePath === "" ? routes : HttpRouter.empty.pipe(HttpRouter.mount(basePath as `/${string}`, routes))
+  // The event streams end when the layer is released: server.close() waits for open connections.
+  const serve = Layer.scopedDiscard(Effect.gen(function*() {
+    const closing = yield* Deferred.make<void>()
+    yield* Effect.addFinalizer(() => Deferred.succeed(closing, undefined))
+    const routes = Routes.make({ ...options, basePath }, Deferred.await(closing))
+    yield* HttpServer.serveEffect()(
+      basePath === "" ? routes : HttpRouter.empty.pipe(HttpRouter.mount(basePath as `/${string}`, routes))
+    )
+  }))
   const listening = Layer.effect(
     DashboardServer,
     HttpServer.addressWith((address) =>
@@ -153,7 +161,7 @@ export const layer = (
       })
     )
   )
-  return Layer.mergeAll(HttpServer.serve(app), listening).pipe(
+  return Layer.mergeAll(serve, listening).pipe(
     Layer.provide(server),
     Layer.provide(TransactionMetrics.layerPrometheus)
   )

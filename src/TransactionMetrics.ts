@@ -157,7 +157,7 @@ export const savepointBudgetExceeded = counter(
 )
 
 /**
- * The boundaries of the duration histogram, in seconds: 0.5 ms doubling up to about 65 s.
+ * The boundaries of the duration histogram, in seconds: 0.5 ms doubling up to about 33 s (then +Inf).
  *
  * @since 0.1.0
  * @category metrics

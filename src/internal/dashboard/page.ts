@@ -58,8 +58,8 @@ export const render = (options: { readonly basePath: string; readonly title: str
   <section id="figures" class="figures" aria-label="current figures"></section>
   <section class="charts">
     <figure><figcaption>Throughput (commits/s)</figcaption><div id="chart-throughput" class="chart"></div></figure>
-    <figure><figcaption>Failure rate</figcaption><div id="chart-failure" class="chart"></div></figure>
-    <figure><figcaption>p99 duration (s)</figcaption><div id="chart-p99" class="chart"></div></figure>
+    <figure><figcaption>Failure rate (%)</figcaption><div id="chart-failure" class="chart"></div></figure>
+    <figure><figcaption>p99 duration (ms)</figcaption><div id="chart-p99" class="chart"></div></figure>
     <figure><figcaption>Active transactions</figcaption><div id="chart-active" class="chart"></div></figure>
   </section>
   <section>

@@ -43,7 +43,7 @@ const jsonResponse = (body: unknown, status = 200) =>
   HttpServerResponse.text(JSON.stringify(body), {
     status,
     contentType: "application/json; charset=utf-8",
-    headers: { "cache-control": "no-store" }
+    headers: { "cache-control": "no-store", "x-content-type-options": "nosniff" }
   })
 
 const badRequest = (error: BadRequest) => jsonResponse({ error: error.message }, 400)
@@ -97,7 +97,10 @@ const matches = (presented: string, expected: Buffer): boolean => {
 }
 
 /** @internal */
-export const make = (options: DashboardOptions): HttpRouter.HttpRouter<never, TransactionMonitor> => {
+export const make = (
+  options: DashboardOptions,
+  shutdown: Effect.Effect<void> = Effect.never
+): HttpRouter.HttpRouter<never, TransactionMonitor> => {
   const basePath = normalizeBase(options.basePath)
   const expected = options.token === undefined
     ? undefined
@@ -108,7 +111,8 @@ export const make = (options: DashboardOptions): HttpRouter.HttpRouter<never, Tr
     if (expected === undefined) return true
     const request = yield* HttpServerRequest.HttpServerRequest
     const header = request.headers["authorization"]
-    if (typeof header === "string" && header.startsWith("Bearer ") && matches(header.slice(7), expected)) {
+    // The scheme is case-insensitive (RFC 9110 § 11.1).
+    if (typeof header === "string" && /^bearer /i.test(header) && matches(header.slice(7).trim(), expected)) {
       return true
     }
     const get = yield* searchParams
@@ -213,7 +217,8 @@ export const make = (options: DashboardOptions): HttpRouter.HttpRouter<never, Tr
           contentType: format === "csv" ? "text/csv; charset=utf-8" : "application/json; charset=utf-8",
           headers: {
             "content-disposition": `attachment; filename="effect-sql-tx-report-${stamp}.${format}"`,
-            "cache-control": "no-store"
+            "cache-control": "no-store",
+            "x-content-type-options": "nosniff"
           }
         })
       })
@@ -238,10 +243,12 @@ export const make = (options: DashboardOptions): HttpRouter.HttpRouter<never, Tr
       const request = yield* HttpServerRequest.HttpServerRequest
       const lastEventId = request.headers["last-event-id"]
       const since = lastEventId !== undefined && /^\d+$/.test(lastEventId) ? Number(lastEventId) : undefined
-      const body: Stream.Stream<Uint8Array> = Events.stream(monitor, { since, keepAliveSeconds: keepAlive })
+      const body: Stream.Stream<Uint8Array> = Events.stream(monitor, { since, keepAliveSeconds: keepAlive }).pipe(
+        Stream.interruptWhen(shutdown)
+      )
       return HttpServerResponse.stream(body, {
         contentType: "text/event-stream; charset=utf-8",
-        headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no" }
+        headers: { "cache-control": "no-cache, no-transform", "x-accel-buffering": "no", connection: "close" }
       })
     })
   ))

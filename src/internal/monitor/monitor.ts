@@ -209,7 +209,8 @@ export const make = (
 
     const history = (query: HistoryQuery = {}): Effect.Effect<ReadonlyArray<MonitorSnapshot>, SqlError> =>
       Effect.suspend(() => {
-        const to = query.to ?? clock.unsafeCurrentTimeMillis()
+        // The latest snapshot may be dated a little after now (snapshot times strictly increase).
+        const to = query.to ?? Math.max(clock.unsafeCurrentTimeMillis(), ring[ring.length - 1]?.takenAt ?? -Infinity)
         const from = query.from ?? 0
         const oldest = ring[0]?.takenAt ?? Infinity
         const otherInstance = query.instance !== undefined && query.instance !== instance
@@ -257,7 +258,7 @@ export const make = (
       Effect.gen(function*() {
         const now = clock.unsafeCurrentTimeMillis()
         const from = options.from === undefined ? (ring[0]?.takenAt ?? now) : Number(options.from)
-        const to = options.to === undefined ? now : Number(options.to)
+        const to = options.to === undefined ? Math.max(now, ring[ring.length - 1]?.takenAt ?? now) : Number(options.to)
         return {
           instance,
           generatedAt: now,
