@@ -23,6 +23,7 @@ import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricState from "effect/MetricState"
 import * as Histogram from "./internal/monitor/histogram.js"
+import type { CountField } from "./TransactionMonitor.js"
 
 /**
  * @internal
@@ -265,7 +266,8 @@ const emptyAccumulator = (): Accumulator => ({
   durationMax: 0
 })
 
-const countersByName: Record<string, keyof Figures> = {
+/** @internal The counters, by metric name, and the field of the figures each one fills. */
+export const countersByName: Readonly<Record<string, CountField>> = {
   transactions_started_total: "started",
   transactions_committed_total: "committed",
   transactions_rolled_back_total: "rolledBack",

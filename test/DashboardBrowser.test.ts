@@ -17,15 +17,10 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Url from "node:url"
 import { type Browser, chromium, type Page } from "playwright-core"
-import {
-  Transaction,
-  TransactionLayer,
-  TransactionManager,
-  TransactionMetrics,
-  TransactionMonitor
-} from "../src/index.js"
+import { Transaction, TransactionLayer, TransactionManager, TransactionMonitor } from "../src/index.js"
 import { readMetrics } from "../src/internal/monitor/snapshot.js"
 import * as TransactionDashboard from "../src/TransactionDashboard.js"
+import { committedReading } from "./utils/readings.js"
 
 // The few DOM types the page functions use: they run in the browser, and the tests' tsconfig has no DOM library.
 interface DomElement {
@@ -67,32 +62,6 @@ const hostileKey = `injection|${hostileName}`
 /** What the test flips: the hostile name's figures grow, and the `injection` rule holds, while `hostile` is on. */
 const control = { hostile: false, hostileCount: 0 }
 
-const bounds = [...TransactionMetrics.durationBoundaries.values]
-
-/** `n` transactions of 2 ms each, all committed, as a source reads them (cumulative). */
-const committedReading = (n: number): TransactionMonitor.NameReading => ({
-  counts: {
-    started: n,
-    committed: n,
-    rolledBack: 0,
-    failed: 0,
-    deadlocks: 0,
-    serializationFailures: 0,
-    lockTimeouts: 0,
-    timeouts: 0,
-    retries: 0,
-    savepoints: 0,
-    hookFailures: 0,
-    longRunning: 0,
-    savepointBudgetExceeded: 0
-  },
-  failedByError: {},
-  cumulative: bounds.map((bound) => 0.002 <= bound ? n : 0),
-  durationCount: n,
-  durationSum: n * 0.002,
-  durationMax: n === 0 ? 0 : 0.002
-})
-
 /**
  * The real metrics (the monitor's default source, which is not exported: read through the internal module), plus
  * the hostile name once it was switched on: transaction names are validated, so no workload can produce it.
@@ -102,7 +71,7 @@ const withHostileName = (real: Effect.Effect<TransactionMonitor.MonitorReading>)
     if (control.hostile) control.hostileCount += 5
     if (control.hostileCount === 0) return reading
     const names = new Map(reading.names)
-    names.set(hostileName, committedReading(control.hostileCount))
+    names.set(hostileName, committedReading(control.hostileCount, 0.002))
     return { names, active: reading.active }
   })
 

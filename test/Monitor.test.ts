@@ -6,9 +6,8 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Clock, Duration, Effect, Fiber, Layer, Stream, TestClock } from "effect"
-import { TransactionLayer, TransactionManager, TransactionMetrics, TransactionMonitor } from "../src/index.js"
-
-const bounds = [...TransactionMetrics.durationBoundaries.values]
+import { TransactionLayer, type TransactionManager, TransactionMonitor } from "../src/index.js"
+import { bounds, zeroCounts } from "./utils/readings.js"
 
 /** A name's cumulative figures, built up by `add`. */
 class Script {
@@ -36,21 +35,7 @@ class Script {
     let entry = this.names.get(name)
     if (entry === undefined) {
       entry = {
-        counts: {
-          started: 0,
-          committed: 0,
-          rolledBack: 0,
-          failed: 0,
-          deadlocks: 0,
-          serializationFailures: 0,
-          lockTimeouts: 0,
-          timeouts: 0,
-          retries: 0,
-          savepoints: 0,
-          hookFailures: 0,
-          longRunning: 0,
-          savepointBudgetExceeded: 0
-        },
+        counts: zeroCounts(),
         failedByError: {},
         cumulative: bounds.map(() => 0),
         durationCount: 0,

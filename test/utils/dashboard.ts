@@ -6,8 +6,9 @@
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import type { Duration, Scope } from "effect"
 import { Effect, Layer } from "effect"
-import { TransactionLayer, TransactionMetrics, TransactionMonitor } from "../../src/index.js"
+import { TransactionLayer, TransactionMonitor } from "../../src/index.js"
 import * as TransactionDashboard from "../../src/TransactionDashboard.js"
+import { committedReading } from "./readings.js"
 
 /**
  * The dashboard on port 0 over a monitor of SQLite in memory. The monitor's interval is an hour (its fiber never
@@ -181,40 +182,11 @@ export const openEvents = (
     return { status: response.status, headers: response.headers, next, nextEvent }
   })
 
-const bounds = [...TransactionMetrics.durationBoundaries.values]
-
 /**
  * A monitor source with one transaction name whose count grows by one at each reading (for names the library would
  * refuse, such as markup).
  */
 export const growingSource = (name: string): Effect.Effect<TransactionMonitor.MonitorReading> => {
   let n = 0
-  return Effect.sync(() => {
-    n++
-    return {
-      names: new Map([[name, {
-        counts: {
-          started: n,
-          committed: n,
-          rolledBack: 0,
-          failed: 0,
-          deadlocks: 0,
-          serializationFailures: 0,
-          lockTimeouts: 0,
-          timeouts: 0,
-          retries: 0,
-          savepoints: 0,
-          hookFailures: 0,
-          longRunning: 0,
-          savepointBudgetExceeded: 0
-        },
-        failedByError: {},
-        cumulative: bounds.map(() => n),
-        durationCount: n,
-        durationSum: n * 0.001,
-        durationMax: 0.001
-      }]]),
-      active: []
-    }
-  })
+  return Effect.sync(() => ({ names: new Map([[name, committedReading(++n, 0.001)]]), active: [] }))
 }

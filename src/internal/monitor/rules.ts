@@ -4,6 +4,7 @@
  */
 import * as Duration from "effect/Duration"
 import type {
+  Alert,
   AlertLevel,
   AlertRule,
   AnomalyRuleOptions,
@@ -300,51 +301,56 @@ export const defaultRules = (options: DefaultRulesOptions = {}): ReadonlyArray<A
         involved(context, "deadlocks")
       }.`
   })
-  define("serialization-failure-rate", {
-    description: "Share of the transactions begun in the window ended by a serialization failure",
-    label: "serialization failures",
-    unit: "ratio",
-    thresholds: { warning: 0.05, error: 0.1, critical: 0.25 },
-    for: "1 minute",
-    window: "1 minute",
-    minVolume: 20,
-    volume: (f) => f.counts.started,
-    measure: (f) => f.counts.serializationFailures / f.counts.started,
-    advice: (alert, context) =>
+  /** A rule on the share of the transactions begun in the last minute that ended with `field`. */
+  const shareOfStarted = (
+    name: DefaultRuleName,
+    field: CountField,
+    what: string,
+    thresholds: Thresholds,
+    advice: (alert: Alert, context: RuleContext) => string
+  ) =>
+    define(name, {
+      description: `Share of the transactions begun in the window ${what}`,
+      label: name.replace(/-rate$/, "s").replace(/-/g, " "),
+      unit: "ratio",
+      thresholds,
+      for: "1 minute",
+      window: "1 minute",
+      minVolume: 20,
+      volume: (f) => f.counts.started,
+      measure: (f) => f.counts[field] / f.counts.started,
+      advice
+    })
+  shareOfStarted(
+    "serialization-failure-rate",
+    "serializationFailures",
+    "ended by a serialization failure",
+    { warning: 0.05, error: 0.1, critical: 0.25 },
+    (alert, context) =>
       `${alert.message}. Wrap the transaction in withRetry (serialization failures are meant to be retried), ` +
       `make it shorter, or use a lower isolation level where the invariant allows. Names involved: ${
         involved(context, "serializationFailures")
       }.`
-  })
-  define("timeout-rate", {
-    description: "Share of the transactions begun in the window stopped by their timeout",
-    label: "timeouts",
-    unit: "ratio",
-    thresholds: { warning: 0.01, error: 0.05, critical: 0.2 },
-    for: "1 minute",
-    window: "1 minute",
-    minVolume: 20,
-    volume: (f) => f.counts.started,
-    measure: (f) => f.counts.timeouts / f.counts.started,
-    advice: (alert) =>
+  )
+  shareOfStarted(
+    "timeout-rate",
+    "timeouts",
+    "stopped by their timeout",
+    { warning: 0.01, error: 0.05, critical: 0.2 },
+    (alert) =>
       `${alert.message}. Look for slow statements (missing indexes, lock waits) in these transactions, or raise ` +
       "their timeout if the work is legitimately long."
-  })
-  define("lock-timeout-rate", {
-    description: "Share of the transactions begun in the window ended by a lock wait timeout",
-    label: "lock timeouts",
-    unit: "ratio",
-    thresholds: { warning: 0.01, error: 0.05, critical: 0.2 },
-    for: "1 minute",
-    window: "1 minute",
-    minVolume: 20,
-    volume: (f) => f.counts.started,
-    measure: (f) => f.counts.lockTimeouts / f.counts.started,
-    advice: (alert, context) =>
+  )
+  shareOfStarted(
+    "lock-timeout-rate",
+    "lockTimeouts",
+    "ended by a lock wait timeout",
+    { warning: 0.01, error: 0.05, critical: 0.2 },
+    (alert, context) =>
       `${alert.message}. Another transaction holds the rows too long: index the columns of the WHERE clauses ` +
       "(an unindexed UPDATE locks whole ranges), shorten the holders, and set lockTimeout so waiters fail fast " +
       `and retry. Names involved: ${involved(context, "lockTimeouts")}.`
-  })
+  )
   define("retries-per-commit", {
     description: "Retries by withRetry per committed transaction in the window",
     label: "retries per commit",

@@ -36,22 +36,6 @@ export const countFields: ReadonlyArray<CountField> = [
   "savepointBudgetExceeded"
 ]
 
-const fieldOfMetric: Record<string, CountField> = {
-  transactions_started_total: "started",
-  transactions_committed_total: "committed",
-  transactions_rolled_back_total: "rolledBack",
-  transactions_failed_total: "failed",
-  transaction_deadlocks_total: "deadlocks",
-  transaction_serialization_failures_total: "serializationFailures",
-  transaction_lock_timeouts_total: "lockTimeouts",
-  transaction_timeouts_total: "timeouts",
-  transaction_retries_total: "retries",
-  transaction_savepoints_total: "savepoints",
-  transaction_hook_failures_total: "hookFailures",
-  transactions_long_running_total: "longRunning",
-  transaction_savepoint_budget_exceeded_total: "savepointBudgetExceeded"
-}
-
 /** @internal The upper bounds of the duration histogram's buckets (seconds), `Infinity` last. */
 export const bounds: ReadonlyArray<number> = [...TransactionMetrics.durationBoundaries.values]
 
@@ -104,7 +88,7 @@ export const readMetrics = (
     for (const pair of pairs) {
       const key = pair.metricKey
       const metric = key.name
-      const field = fieldOfMetric[metric]
+      const field = TransactionMetrics.countersByName[metric]
       if (field === undefined && metric !== "transaction_duration_seconds") continue
       let name: string | undefined
       let system: string | undefined
