@@ -69,7 +69,10 @@ export class BlockConnection implements Connection {
 
   private watch<A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> {
     if (!this.level.root.dialect.errorAbortsBlock) return effect
-    return Effect.catchAll(effect, (error) => Effect.fail(remember(this.level, error)))
+    return Effect.catchAll(effect, (error) => {
+      this.level.failedStatement = true
+      return Effect.fail(remember(this.level, error))
+    })
   }
 
   /** Sends a statement through the guard: refused, or sent on the transaction's statements connection. */

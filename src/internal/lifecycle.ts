@@ -111,6 +111,7 @@ const makeLevel = (
     manual: [],
     lock: undefined,
     rollbackOnly: false,
+    failedStatement: false,
     closed: false,
     hooks: []
   }
@@ -655,6 +656,15 @@ const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Ef
         ? Exit.failCause(rolledBack.cause)
         : failureOf(level, exit) ?? (Exit.isFailure(exit) ? classifyExit(root.dialect, exit) : exit))
   }
+  if (!level.failedStatement) {
+    // No RELEASE: the savepoint stays defined until the outermost COMMIT or ROLLBACK (or a ROLLBACK TO an enclosing
+    // savepoint) ends it, which is all RELEASE would do here (names are unique, and a released savepoint's work
+    // already belonged to the transaction). Saves a round trip per successful block.
+    level.closed = true
+    parent.hooks.push(...level.hooks)
+    return exit
+  }
+  // A statement of the block failed on PostgreSQL: RELEASE says whether the block is still aborted (25P02).
   return Effect.flatMap(releaseBlock(level), (released): Exit.Exit<A, E | Failure> => {
     if (Exit.isFailure(released)) return Exit.failCause(released.cause)
     // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.

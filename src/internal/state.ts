@@ -76,6 +76,11 @@ export interface Level {
   /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
   lock: Effect.Semaphore | undefined
   rollbackOnly: boolean
+  /**
+   * Whether a statement of this block failed on a database where an error aborts the block (PostgreSQL): its
+   * RELEASE then tells whether the block recovered (a manual or nested savepoint rolled back to) or ends aborted.
+   */
+  failedStatement: boolean
   /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
   readonly hooks: Array<Hooks.Hook>
 }
