@@ -5,6 +5,8 @@
  *   npm run bench -- --quick            # a short run (CI keeps it working)
  *   npm run bench -- --json out.json    # also write the figures
  *   npm run bench -- --only pg,sqlite   # some databases
+ *   npm run bench -- --only monitor     # the monitor's cost alone (bench/monitor.ts; it also runs with sqlite)
+ *   npm run bench -- --only dashboard   # the dashboard's cost alone (bench/dashboard.ts; it also runs with sqlite)
  *
  * Variants of a scenario run in interleaved rounds (A B C D, then D C B A, …) so that the machine's drift hits
  * them alike; each figure is the median over the rounds, and ratios are taken between medians of the same run.
@@ -397,7 +399,7 @@ const report = () => {
       "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3))
     }
   })
-  console.log(`\nmedians of ${rounds} interleaved rounds${quick ? " (quick)" : ""}`)
+  console.log(`\nmedians of ${rounds} interleaved rounds${quick ? " (quick)" : ""}, commit ${commit}`)
   console.table(rows)
   if (jsonFile !== undefined) {
     Fs.writeFileSync(jsonFile, JSON.stringify({ quick, rounds, results: rows, samples: results, ...extra }, null, 2))
@@ -405,8 +407,29 @@ const report = () => {
   }
 }
 
+/** The commit measured (the README's figures say which), and whether the tree had changes on top of it. */
+const commit = (() => {
+  try {
+    const sha = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim()
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).trim()
+    return dirty === "" ? sha : `${sha} (with uncommitted changes)`
+  } catch {
+    return "unknown (not a git checkout)"
+  }
+})()
+extra["commit"] = commit
+
 const main = async () => {
+  console.log(`effect-sql-tx benchmark of commit ${commit}${quick ? " (quick)" : ""}`)
   if (only.includes("sqlite")) await sqliteBench()
+  if (only.includes("sqlite") || only.includes("monitor")) {
+    const { monitorBench, printMonitorBench } = await import("./monitor.js")
+    printMonitorBench(extra["monitor"] = await monitorBench({ quick }))
+  }
+  if (only.includes("sqlite") || only.includes("dashboard")) {
+    const { dashboardBench } = await import("./dashboard.js")
+    extra["dashboard"] = await dashboardBench(quick)
+  }
   if (only.includes("pg")) await pgBench()
   if (only.includes("mysql")) await mysqlBench()
   report()

@@ -18,7 +18,7 @@ import type {
   WindowFigures
 } from "../../TransactionMonitor.js"
 import type { MonitorSnapshot } from "../../TransactionMonitor.js"
-import { bounds, countFields, rates, summarize, zeroCounts } from "./snapshot.js"
+import { addCounts, bounds, rates, subtractCounts, summarize, zeroCounts } from "./snapshot.js"
 
 /** @internal The name under which conditions and alerts about all transactions are kept. */
 export const overallName = "*"
@@ -31,74 +31,137 @@ interface MutableWindow {
   failedByError: Record<string, number>
   buckets: Array<number>
   durationSum: number
-  durationMax: number
   seconds: number
   snapshots: number
+  /** `[takenAt, max]` of the window's snapshots, by decreasing max: the first is the window's maximum. */
+  maxes: Array<readonly [number, number]>
 }
+
+/** The sums of one window over one history, moved along as the history grows by a snapshot at a time. */
+interface WindowState {
+  latest: MonitorSnapshot
+  /** The snapshots summed, oldest first. */
+  readonly snapshots: Array<MonitorSnapshot>
+  readonly sums: Map<string, MutableWindow>
+  result: ReadonlyMap<string, WindowFigures>
+}
+
+/** Per history array (the monitor's ring) and window length; a few lengths per history are kept. */
+const states = new WeakMap<ReadonlyArray<MonitorSnapshot>, Map<number, WindowState>>()
+const maxStates = 16
 
 /**
  * @internal
  * The figures of every name (and of {@link overallName}) summed over the snapshots taken within `millis` before
- * the latest one (the latest included).
+ * the latest one (the latest included). When `history` is the array of the previous call grown by one snapshot (the
+ * monitor's ring), the sums of that call are moved along: the new snapshot added, those that left the window (or
+ * the array) taken out, so that a check reads 2 snapshots per window rather than all of the window's.
  */
 export const aggregate = (
   history: ReadonlyArray<MonitorSnapshot>,
   millis: number
 ): ReadonlyMap<string, WindowFigures> => {
-  const out = new Map<string, MutableWindow>()
   const latest = history[history.length - 1]
-  if (latest === undefined) return out as any
+  if (latest === undefined) return new Map()
+  let byMillis = states.get(history)
+  if (byMillis === undefined) states.set(history, byMillis = new Map())
+  let state = byMillis.get(millis)
+  if (state !== undefined && state.latest === latest) return state.result
   const since = latest.takenAt - millis
-  for (let i = history.length - 1; i >= 0; i--) {
-    const snapshot = history[i]!
-    if (snapshot.takenAt <= since && i !== history.length - 1) break
-    add(out, overallName, snapshot.overall, snapshot.seconds)
-    for (const name in snapshot.byName) add(out, name, snapshot.byName[name]!, snapshot.seconds)
+  if (state !== undefined && history.length >= 2 && state.latest === history[history.length - 2]) {
+    state.snapshots.push(latest)
+    addSnapshot(state.sums, latest, 1)
+    const oldestKept = history[0]!.takenAt
+    while (state.snapshots.length > 1) {
+      const first = state.snapshots[0]!
+      if (first.takenAt > since && first.takenAt >= oldestKept) break
+      state.snapshots.shift()
+      addSnapshot(state.sums, first, -1)
+    }
+    state.latest = latest
+  } else {
+    let start = history.length - 1
+    while (start > 0 && history[start - 1]!.takenAt > since) start--
+    const snapshots = history.slice(start)
+    const sums = new Map<string, MutableWindow>()
+    for (const snapshot of snapshots) addSnapshot(sums, snapshot, 1)
+    byMillis.delete(millis)
+    if (byMillis.size >= maxStates) byMillis.delete(byMillis.keys().next().value!)
+    byMillis.set(millis, state = { latest, snapshots, sums, result: new Map() })
   }
   const result = new Map<string, WindowFigures>()
-  for (const [name, window] of out) {
-    const count = window.buckets.reduce((a, b) => a + b, 0)
+  for (const [name, window] of state.sums) {
+    let count = 0
+    for (const n of window.buckets) count += n
+    const counts = zeroCounts()
+    addCounts(counts, window.counts)
     result.set(name, {
-      counts: window.counts,
-      failedByError: window.failedByError,
-      ...rates(window.counts),
-      duration: summarize(window.buckets, count, window.durationSum, window.durationMax),
+      counts,
+      failedByError: { ...window.failedByError },
+      ...rates(counts),
+      duration: summarize(window.buckets.slice(), count, window.durationSum, window.maxes[0]?.[1] ?? 0),
       seconds: window.seconds,
       snapshots: window.snapshots
     })
   }
-  return result
+  return state.result = result
+}
+
+/** Adds a snapshot to the sums (`sign` 1; snapshots are added oldest first) or takes it out (-1, oldest first). */
+const addSnapshot = (sums: Map<string, MutableWindow>, snapshot: MonitorSnapshot, sign: 1 | -1) => {
+  add(sums, overallName, snapshot.overall, snapshot, sign)
+  for (const name in snapshot.byName) add(sums, name, snapshot.byName[name]!, snapshot, sign)
 }
 
 const add = (
-  out: Map<string, MutableWindow>,
+  sums: Map<string, MutableWindow>,
   name: string,
   figures: MonitorSnapshot["overall"],
-  seconds: number
+  snapshot: MonitorSnapshot,
+  sign: 1 | -1
 ) => {
-  let window = out.get(name)
+  let window = sums.get(name)
   if (window === undefined) {
     window = {
       counts: zeroCounts(),
       failedByError: {},
       buckets: bounds.map(() => 0),
       durationSum: 0,
-      durationMax: 0,
       seconds: 0,
-      snapshots: 0
+      snapshots: 0,
+      maxes: []
     }
-    out.set(name, window)
+    sums.set(name, window)
   }
-  for (const field of countFields) window.counts[field] += figures.interval[field]
+  if (sign === 1) addCounts(window.counts, figures.interval)
+  else subtractCounts(window.counts, figures.interval)
   for (const error in figures.failedByError) {
-    window.failedByError[error] = (window.failedByError[error] ?? 0) + figures.failedByError[error]!
+    const n = sign === 1
+      ? (window.failedByError[error] ?? 0) + figures.failedByError[error]!
+      : window.failedByError[error]! - figures.failedByError[error]!
+    if (n === 0) delete window.failedByError[error]
+    else window.failedByError[error] = n
   }
   const buckets = figures.duration.buckets
-  for (let i = 0; i < buckets.length; i++) window.buckets[i]! += buckets[i]!
-  window.durationSum += figures.duration.average * figures.duration.count
-  if (figures.duration.max > window.durationMax) window.durationMax = figures.duration.max
-  window.seconds += seconds
-  window.snapshots++
+  if (sign === 1) { for (let i = 0; i < buckets.length; i++) window.buckets[i]! += buckets[i]! }
+  else for (let i = 0; i < buckets.length; i++) window.buckets[i]! -= buckets[i]!
+  if (sign === 1) {
+    window.durationSum += figures.duration.average * figures.duration.count
+    window.seconds += snapshot.seconds
+  } else {
+    window.durationSum -= figures.duration.average * figures.duration.count
+    window.seconds -= snapshot.seconds
+  }
+  window.snapshots += sign
+  const maxes = window.maxes
+  if (sign === 1) {
+    const max = figures.duration.max
+    while (maxes.length > 0 && maxes[maxes.length - 1]![1] <= max) maxes.pop()
+    maxes.push([snapshot.takenAt, max])
+  } else {
+    if (maxes.length > 0 && maxes[0]![0] === snapshot.takenAt) maxes.shift()
+    if (window.snapshots === 0) sums.delete(name)
+  }
 }
 
 /** @internal The highest level whose threshold `value` reaches (`above`) or falls to (`below`). */
