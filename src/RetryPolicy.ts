@@ -330,13 +330,15 @@ export const withRetry = <Out = unknown, R2 = never>(
           const delay = Duration.millis(Math.max(0, ScheduleIntervals.start(decision.intervals) - now))
           const errorTag = errorTagOf(lastError)
           attempt++
-          const counter = TransactionMetrics.retries.pipe(
-            Metric.tagged("error", errorTag),
-            dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
-            state.lastTransaction === undefined
-              ? (m) => m
-              : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
-          )
+          const counter = dbSystem !== undefined && state.lastTransaction !== undefined
+            ? Metrics.retryCounter(state.lastTransaction, dbSystem, errorTag)
+            : TransactionMetrics.retries.pipe(
+              Metric.tagged("error", errorTag),
+              dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
+              state.lastTransaction === undefined
+                ? (m) => m
+                : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
+            )
           return Effect.zipRight(
             Metric.increment(counter),
             Effect.logDebug("effect-sql-tx: retrying the transaction").pipe(

@@ -17,6 +17,7 @@ import * as Runtime from "effect/Runtime"
 import type { DbSystem } from "../Dialect.js"
 import type { TransactionManager } from "../TransactionManager.js"
 import * as TransactionMetrics from "../TransactionMetrics.js"
+import type { NameReading } from "../TransactionMonitor.js"
 
 /** @internal How a transaction ended, as the duration histogram's `outcome` tag says it. */
 export type Outcome = "committed" | "rolled_back" | "unknown"
@@ -33,6 +34,10 @@ export interface Recorder {
   readonly hookFailed: (hook: string) => void
   /** `error`: the tag of the failure the transaction returned, `undefined` when it succeeded. */
   readonly ended: (outcome: Outcome, error: string | undefined, seconds: number) => void
+  /** The retry counters of the name, by error (made by {@link retryCounter}). */
+  readonly retries: Map<string, Counter>
+  /** The cumulative figures of the name, read from its metric handles (no registry scan). */
+  readonly read: () => NameReading
 }
 
 /** @internal The name the transactions of names past the bound are recorded under. */
@@ -73,8 +78,58 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
   const failed = new Map<string, Counter>()
   const hookFailures = new Map<string, Counter>()
   const durations = new Map<Outcome, Metric.Metric.Histogram<number>>()
+  const retries = new Map<string, Counter>()
   let running = 0
+  const value = (counter: Counter | undefined): number => counter === undefined ? 0 : counter.unsafeValue(none).count
   return {
+    retries,
+    read: () => {
+      const failedByError: Record<string, number> = {}
+      let failedTotal = 0
+      for (const [error, counter] of failed) {
+        const n = value(counter)
+        failedByError[error] = n
+        failedTotal += n
+      }
+      let hooks = 0
+      for (const counter of hookFailures.values()) hooks += value(counter)
+      let retried = 0
+      for (const counter of retries.values()) retried += value(counter)
+      const cumulative: Array<number> = new Array(bucketCount).fill(0)
+      let durationCount = 0
+      let durationSum = 0
+      let durationMax = 0
+      for (const histogram of durations.values()) {
+        const state = histogram.unsafeValue(none)
+        let i = 0
+        for (const [, upTo] of state.buckets) cumulative[i++]! += upTo
+        durationCount += state.count
+        durationSum += state.sum
+        if (state.count > 0 && state.max > durationMax) durationMax = state.max
+      }
+      return {
+        counts: {
+          started: value(started),
+          committed: value(committed),
+          rolledBack: value(rolledBack),
+          failed: failedTotal,
+          deadlocks: value(byError["DeadlockDetected"]),
+          serializationFailures: value(byError["SerializationFailure"]),
+          lockTimeouts: value(byError["LockTimeout"]),
+          timeouts: value(timeouts),
+          retries: retried,
+          savepoints: value(savepoints),
+          hookFailures: hooks,
+          longRunning: value(longRunning),
+          savepointBudgetExceeded: value(budget)
+        },
+        failedByError,
+        cumulative,
+        durationCount,
+        durationSum,
+        durationMax
+      }
+    },
     started: () => {
       started.unsafeUpdate(1, none)
       active.unsafeUpdate(++running, none)
@@ -176,6 +231,42 @@ const refuse = (
     )
   }
   return other
+}
+
+/** The duration histogram's buckets (its boundaries and `+Inf`). */
+const bucketCount = TransactionMetrics.durationBoundaries.values.length
+
+/**
+ * @internal
+ * The cumulative figures of every name with series of its own (and of {@link otherName}) on a database system,
+ * read from the recorders' metric handles: what the monitor reads, without a scan of Effect's whole registry.
+ */
+export const readAll = (dbSystem: DbSystem): Map<string, NameReading> => {
+  const out = new Map<string, NameReading>()
+  const table = tables.get(dbSystem)
+  if (table !== undefined) { for (const [name, recorder] of table.recorders) out.set(name, recorder.read()) }
+  return out
+}
+
+/**
+ * @internal
+ * The counter of `withRetry`'s retries of a transaction name on a database system after an error: the metric
+ * tagged `error`, `db_system` and `transaction` (the name, or {@link otherName} past the bound), made once and kept
+ * by the name's recorder, whose reading then includes it.
+ */
+export const retryCounter = (name: string, dbSystem: DbSystem, error: string): Counter => {
+  const series = seriesName(name, dbSystem)
+  const recorder = tables.get(dbSystem)?.recorders.get(series)
+  let counter = recorder?.retries.get(error)
+  if (counter === undefined) {
+    counter = TransactionMetrics.retries.pipe(
+      Metric.tagged("error", error),
+      Metric.tagged("db_system", dbSystem),
+      Metric.tagged("transaction", series)
+    )
+    recorder?.retries.set(error, counter)
+  }
+  return counter
 }
 
 /**

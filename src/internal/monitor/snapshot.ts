@@ -3,8 +3,7 @@
  * readings: the counts of the interval, the totals, rates per second, and the durations of the interval.
  */
 import * as Effect from "effect/Effect"
-import * as Metric from "effect/Metric"
-import * as MetricState from "effect/MetricState"
+import type { DbSystem } from "../../Dialect.js"
 import type { ActiveTransaction } from "../../TransactionManager.js"
 import * as TransactionMetrics from "../../TransactionMetrics.js"
 import type {
@@ -17,6 +16,7 @@ import type {
   MonitorSnapshot,
   NameReading
 } from "../../TransactionMonitor.js"
+import * as Metrics from "../metrics.js"
 import { intervalMax, percentile } from "./histogram.js"
 
 /** @internal The count fields, in the order reports list them. */
@@ -122,48 +122,15 @@ const emptyName = (): MutableNameReading => ({
 
 /**
  * @internal
- * The metrics of one database system (series tagged with its `db_system`) from Effect's metric registry, per
- * transaction name, with the manager's active transactions.
+ * The metrics of one database system, per transaction name, read from the library's own metric handles (the
+ * series that Effect's registry and the Prometheus scrape show, without a scan of the whole registry), with the
+ * manager's active transactions.
  */
 export const readMetrics = (
-  dbSystem: string,
+  dbSystem: DbSystem,
   active: Effect.Effect<ReadonlyArray<ActiveTransaction>>
 ): Effect.Effect<MonitorReading> =>
-  Effect.zipWith(Metric.snapshot, active, (pairs, transactions) => {
-    const names = new Map<string, MutableNameReading>()
-    for (const pair of pairs) {
-      const key = pair.metricKey
-      const metric = key.name
-      const field = TransactionMetrics.countersByName[metric]
-      if (field === undefined && metric !== "transaction_duration_seconds") continue
-      let name: string | undefined
-      let system: string | undefined
-      let error: string | undefined
-      for (const tag of key.tags) {
-        if (tag.key === "transaction") name = tag.value
-        else if (tag.key === "db_system") system = tag.value
-        else if (tag.key === "error") error = tag.value
-      }
-      if (name === undefined || system !== dbSystem) continue
-      let reading = names.get(name)
-      if (reading === undefined) names.set(name, reading = emptyName())
-      const state = pair.metricState
-      if (field !== undefined && MetricState.isCounterState(state)) {
-        const count = Number(state.count)
-        reading.counts[field] += count
-        if (field === "failed") {
-          reading.failedByError[error ?? "unknown"] = (reading.failedByError[error ?? "unknown"] ?? 0) + count
-        }
-      } else if (MetricState.isHistogramState(state)) {
-        const buckets = state.buckets
-        for (let i = 0; i < buckets.length; i++) reading.cumulative[i]! += buckets[i]![1]
-        reading.durationCount += state.count
-        reading.durationSum += state.sum
-        if (state.count > 0 && state.max > reading.durationMax) reading.durationMax = state.max
-      }
-    }
-    return { names, active: transactions }
-  })
+  Effect.map(active, (transactions) => ({ names: Metrics.readAll(dbSystem), active: transactions }))
 
 const subtract = (now: Counts, before: Counts | undefined): { -readonly [K in CountField]: number } => {
   const out = zeroCounts()
