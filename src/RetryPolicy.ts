@@ -19,7 +19,6 @@ import { currentRetryAttempt, type RetryAttempt, TransactionTag } from "./intern
 import * as Metrics from "./internal/metrics.js"
 import * as TransactionError from "./TransactionError.js"
 import * as TransactionManager from "./TransactionManager.js"
-import * as TransactionMetrics from "./TransactionMetrics.js"
 
 const IdempotentTypeId: unique symbol = Symbol.for("effect-sql-tx/RetryPolicy/Idempotent")
 
@@ -330,15 +329,7 @@ export const withRetry = <Out = unknown, R2 = never>(
           const delay = Duration.millis(Math.max(0, ScheduleIntervals.start(decision.intervals) - now))
           const errorTag = errorTagOf(lastError)
           attempt++
-          const counter = dbSystem !== undefined && state.lastTransaction !== undefined
-            ? Metrics.retryCounter(state.lastTransaction, dbSystem, errorTag)
-            : TransactionMetrics.retries.pipe(
-              Metric.tagged("error", errorTag),
-              dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
-              state.lastTransaction === undefined
-                ? (m) => m
-                : Metric.tagged("transaction", Metrics.seriesName(state.lastTransaction, dbSystem))
-            )
+          const counter = Metrics.retryCounter(state.lastTransaction, dbSystem, errorTag)
           return Effect.zipRight(
             Metric.increment(counter),
             Effect.logDebug("effect-sql-tx: retrying the transaction").pipe(

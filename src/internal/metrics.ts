@@ -250,19 +250,21 @@ export const readAll = (dbSystem: DbSystem): Map<string, NameReading> => {
 
 /**
  * @internal
- * The counter of `withRetry`'s retries of a transaction name on a database system after an error: the metric
- * tagged `error`, `db_system` and `transaction` (the name, or {@link otherName} past the bound), made once and kept
- * by the name's recorder, whose reading then includes it.
+ * The counter of `withRetry`'s retries after an error: the metric tagged `error`, and `db_system` and
+ * `transaction` (the name, or {@link otherName} past the bound) where known. With both known it is made once and
+ * kept by the name's recorder, whose reading then includes it.
  */
-export const retryCounter = (name: string, dbSystem: DbSystem, error: string): Counter => {
-  const series = seriesName(name, dbSystem)
-  const recorder = tables.get(dbSystem)?.recorders.get(series)
+export const retryCounter = (name: string | undefined, dbSystem: DbSystem | undefined, error: string): Counter => {
+  const series = name === undefined ? undefined : seriesName(name, dbSystem)
+  const recorder = series === undefined || dbSystem === undefined
+    ? undefined
+    : tables.get(dbSystem)?.recorders.get(series)
   let counter = recorder?.retries.get(error)
   if (counter === undefined) {
     counter = TransactionMetrics.retries.pipe(
       Metric.tagged("error", error),
-      Metric.tagged("db_system", dbSystem),
-      Metric.tagged("transaction", series)
+      dbSystem === undefined ? (m) => m : Metric.tagged("db_system", dbSystem),
+      series === undefined ? (m) => m : Metric.tagged("transaction", series)
     )
     recorder?.retries.set(error, counter)
   }

@@ -6,14 +6,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
-import type {
-  Alert,
-  Health,
-  MonitorEvent,
-  MonitorSnapshot,
-  Recommendation,
-  TransactionMonitor
-} from "../../TransactionMonitor.js"
+import type { Alert, Health, MonitorSnapshot, Recommendation, TransactionMonitor } from "../../TransactionMonitor.js"
+import { changedAt, eventName } from "../monitor/alerts.js"
 
 /** @internal What a snapshot event and `/api/snapshot` carry. */
 export interface DashboardState {
@@ -47,12 +41,7 @@ const encoder = new TextEncoder()
 export const encode = (event: string, id: number | undefined, data: unknown): Uint8Array =>
   encoder.encode(`event: ${event}\n${id === undefined ? "" : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`)
 
-/** The time an alert event happened (its id). */
-const alertTime = (alert: Alert): number => alert.resolvedAt ?? alert.lastSeenAt
-
-/** @internal The name of an alert event. */
-export const alertEvent = (event: Exclude<MonitorEvent, { _tag: "Snapshot" }>): string =>
-  event._tag === "AlertResolved" ? "resolved" : "alert"
+const encodeAlert = (alert: Alert): Uint8Array => encode(eventName(alert), changedAt(alert), alert)
 
 /**
  * The snapshot events already encoded: every open stream receives the same snapshot object, so the state is made
@@ -90,16 +79,13 @@ export const stream = (
     if (options.since !== undefined) {
       const missed = (yield* Effect.orElseSucceed(monitor.history({ from: options.since + 1 }), () => []))
         .slice(-100)
+      // Seen at or after `since`: changed then.
       const changed = yield* monitor.alerts({ since: options.since })
       for (const snapshot of missed) {
         head.push(encode("snapshot", snapshot.takenAt, yield* state(monitor, snapshot)))
         lastSent = snapshot.takenAt
       }
-      for (const alert of [...changed].reverse()) {
-        if (alertTime(alert) >= options.since) {
-          head.push(encode(alert.status === "resolved" ? "resolved" : "alert", alertTime(alert), alert))
-        }
-      }
+      for (const alert of [...changed].reverse()) head.push(encodeAlert(alert))
     } else {
       const current = yield* state(monitor)
       head.push(encode("snapshot", current.snapshot?.takenAt, current))
@@ -112,7 +98,7 @@ export const stream = (
           lastSent = event.snapshot.takenAt
           return encodedSnapshot(monitor, event.snapshot)
         }
-        return Effect.succeed(encode(alertEvent(event), alertTime(event.alert), event.alert))
+        return Effect.succeed(encodeAlert(event.alert))
       }),
       Stream.filter((chunk): chunk is Uint8Array => chunk !== undefined)
     )

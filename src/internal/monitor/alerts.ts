@@ -10,6 +10,12 @@ interface Pending {
   readonly since: number
 }
 
+/** @internal When an alert last changed: when it resolved, or the last check it held at (its event id, its row's time). */
+export const changedAt = (alert: Alert): number => alert.resolvedAt ?? alert.lastSeenAt
+
+/** @internal The server-sent event an alert's change is: `resolved`, or `alert` (fired, reopened, level changed). */
+export const eventName = (alert: Alert): "alert" | "resolved" => alert.status === "resolved" ? "resolved" : "alert"
+
 /** @internal */
 export const alertKey = (rule: string, transaction: string, figure?: string | undefined): string =>
   figure === undefined ? `${rule}|${transaction}` : `${rule}|${transaction}|${figure}`

@@ -23,8 +23,7 @@ import type {
   TransactionMonitor,
   TransactionMonitorConfig,
   Trend,
-  TrendOptions,
-  WindowFigures
+  TrendOptions
 } from "../../TransactionMonitor.js"
 import * as Options from "../options.js"
 import { AlertBook } from "./alerts.js"
@@ -123,19 +122,12 @@ export const make = (
     let previous = yield* source
     let previousAt = clock.unsafeCurrentTimeMillis()
 
-    /** The rule context of one check: windows are summed once per length. */
-    const contextOf = (history: ReadonlyArray<MonitorSnapshot>): RuleContext => {
-      const windows = new Map<number, ReadonlyMap<string, WindowFigures>>()
-      return {
-        window: (millis) => {
-          let found = windows.get(millis)
-          if (found === undefined) windows.set(millis, found = aggregate(history, millis))
-          return found
-        },
-        latest: history[history.length - 1],
-        longRunningThreshold: manager.longRunningThreshold
-      }
-    }
+    /** The rule context of the ring now (`aggregate` keeps each window's figures until the ring grows). */
+    const contextOf = (history: ReadonlyArray<MonitorSnapshot>): RuleContext => ({
+      window: (millis) => aggregate(history, millis),
+      latest: history[history.length - 1],
+      longRunningThreshold: manager.longRunningThreshold
+    })
 
     const check = (now: number): Effect.Effect<Array<MonitorEvent>> =>
       Effect.suspend(() => {
@@ -148,11 +140,7 @@ export const make = (
           } catch (error) {
             // A rule that throws says nothing this time: its open alerts stay open rather than resolve.
             failures.push([rule.name, error])
-            for (const alert of book.openAlerts()) {
-              if (alert.rule === rule.name) {
-                results.push([rule, [{ ...alert, figure: alert.figure }]])
-              }
-            }
+            results.push([rule, book.openAlerts().filter((alert) => alert.rule === rule.name)])
           }
         }
         const fired = book.observe(now, results)

@@ -11,6 +11,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import type { Alert, MonitorFigures, MonitorSnapshot } from "../../TransactionMonitor.js"
 import { withoutTransaction } from "../context.js"
+import { changedAt } from "./alerts.js"
 import { overallName } from "./rules.js"
 
 /** @internal */
@@ -80,7 +81,7 @@ export const write = (
   for (const alert of alerts) {
     rows.push({
       instance: store.instance,
-      taken_at: alert.resolvedAt ?? alert.lastSeenAt,
+      taken_at: changedAt(alert),
       kind: "alert",
       item: alert.id.slice(0, itemLength),
       payload: JSON.stringify(alert)
