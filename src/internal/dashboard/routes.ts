@@ -39,11 +39,11 @@ class BadRequest {
   constructor(readonly message: string) {}
 }
 
-const jsonResponse = (body: unknown, status = 200) =>
+const jsonResponse = (body: unknown, status = 200, headers: Record<string, string> = {}) =>
   HttpServerResponse.text(JSON.stringify(body), {
     status,
     contentType: "application/json; charset=utf-8",
-    headers: { "cache-control": "no-store", "x-content-type-options": "nosniff" }
+    headers: { "cache-control": "no-store", "x-content-type-options": "nosniff", ...headers }
   })
 
 const badRequest = (error: BadRequest) => jsonResponse({ error: error.message }, 400)
@@ -131,13 +131,7 @@ export const make = (
               ? badRequest(error)
               : jsonResponse({ error: error instanceof Error ? error.message : String(error) }, 500)
           ))
-        : Effect.succeed(
-          HttpServerResponse.text(JSON.stringify({ error: "a valid token is required" }), {
-            status: 401,
-            contentType: "application/json; charset=utf-8",
-            headers: { "www-authenticate": "Bearer" }
-          })
-        ))
+        : Effect.succeed(jsonResponse({ error: "a valid token is required" }, 401, { "www-authenticate": "Bearer" })))
 
   const withMonitor = <A, E, R>(f: (monitor: TransactionMonitor) => Effect.Effect<A, E, R>) =>
     Effect.flatMap(TransactionMonitor, f)
