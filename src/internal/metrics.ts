@@ -17,7 +17,7 @@ import * as Runtime from "effect/Runtime"
 import type { DbSystem } from "../Dialect.js"
 import type { TransactionManager } from "../TransactionManager.js"
 import * as TransactionMetrics from "../TransactionMetrics.js"
-import type { NameReading } from "../TransactionMonitor.js"
+import type { CountField, NameReading } from "../TransactionMonitor.js"
 
 /** @internal How a transaction ended, as the duration histogram's `outcome` tag says it. */
 export type Outcome = "committed" | "rolled_back" | "unknown"
@@ -58,6 +58,40 @@ const tables = new Map<DbSystem, Table>()
 /** The extra tags of every update: none (the metrics are tagged already), and no array allocated per update. */
 const none: ReadonlyArray<MetricLabel.MetricLabel> = []
 
+/** @internal Counts of nothing, to count into. */
+export const zeroCounts = (): { -readonly [K in CountField]: number } => ({
+  started: 0,
+  committed: 0,
+  rolledBack: 0,
+  failed: 0,
+  deadlocks: 0,
+  serializationFailures: 0,
+  lockTimeouts: 0,
+  timeouts: 0,
+  retries: 0,
+  savepoints: 0,
+  hookFailures: 0,
+  longRunning: 0,
+  savepointBudgetExceeded: 0
+})
+
+/** The duration histogram's bucket bounds, ascending (the last is `+Inf`). */
+const bounds = Float64Array.from(TransactionMetrics.durationBoundaries.values)
+
+const bucketCount = bounds.length
+
+/** The bucket of a duration as Effect's histogram counts it: the first bound it does not exceed. */
+const bucketOf = (seconds: number): number => {
+  let from = 0
+  let to = bucketCount - 1
+  while (from < to) {
+    const mid = (from + to) >>> 1
+    if (seconds <= bounds[mid]!) to = mid
+    else from = mid + 1
+  }
+  return from
+}
+
 const make = (name: string, dbSystem: DbSystem): Recorder => {
   const labels = [MetricLabel.make("transaction", name), MetricLabel.make("db_system", dbSystem)]
   const tag = <M extends Metric.Metric<any, any, any>>(metric: string, ...extra: Array<MetricLabel.MetricLabel>): M =>
@@ -70,60 +104,37 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
   const longRunning = tag<Counter>("transactions_long_running_total")
   const budget = tag<Counter>("transaction_savepoint_budget_exceeded_total")
   const active = tag<Metric.Metric.Gauge<number>>("transactions_active")
-  const byError: Record<string, Counter | undefined> = {
-    DeadlockDetected: tag("transaction_deadlocks_total"),
-    SerializationFailure: tag("transaction_serialization_failures_total"),
-    LockTimeout: tag("transaction_lock_timeouts_total")
-  }
-  const failed = new Map<string, Counter>()
+  // A Map: an error's tag is the body's to choose, and may be "constructor".
+  const byError = new Map<string, readonly [Counter, "deadlocks" | "serializationFailures" | "lockTimeouts"]>([
+    ["DeadlockDetected", [tag("transaction_deadlocks_total"), "deadlocks"]],
+    ["SerializationFailure", [tag("transaction_serialization_failures_total"), "serializationFailures"]],
+    ["LockTimeout", [tag("transaction_lock_timeouts_total"), "lockTimeouts"]]
+  ])
+  const failed = new Map<string, readonly [Counter, count: number]>()
   const hookFailures = new Map<string, Counter>()
   const durations = new Map<Outcome, Metric.Metric.Histogram<number>>()
   const retries = new Map<string, Counter>()
   let running = 0
-  const value = (counter: Counter | undefined): number => counter === undefined ? 0 : counter.unsafeValue(none).count
+  // What `read` returns is kept here beside the metrics rather than read back from them: a metric's state is a new
+  // object per read (a histogram's, a new bucket array), and reading them made 60% of a monitor's snapshot (measured
+  // by bench/monitor.ts: 0.51 ms for 50 names, 0.2 ms read from here). Only this recorder updates these series;
+  // the retry counters, which `withRetry` updates, are read from the metrics.
+  const counts: { -readonly [K in CountField]: number } = zeroCounts()
+  const buckets = new Float64Array(bucketCount)
+  let durationCount = 0
+  let durationSum = 0
+  let durationMax = 0
   return {
     retries,
     read: () => {
-      const failedByError: Record<string, number> = {}
-      let failedTotal = 0
-      for (const [error, counter] of failed) {
-        const n = value(counter)
-        failedByError[error] = n
-        failedTotal += n
-      }
-      let hooks = 0
-      for (const counter of hookFailures.values()) hooks += value(counter)
       let retried = 0
-      for (const counter of retries.values()) retried += value(counter)
-      const cumulative: Array<number> = new Array(bucketCount).fill(0)
-      let durationCount = 0
-      let durationSum = 0
-      let durationMax = 0
-      for (const histogram of durations.values()) {
-        const state = histogram.unsafeValue(none)
-        let i = 0
-        for (const [, upTo] of state.buckets) cumulative[i++]! += upTo
-        durationCount += state.count
-        durationSum += state.sum
-        if (state.count > 0 && state.max > durationMax) durationMax = state.max
-      }
+      for (const counter of retries.values()) retried += counter.unsafeValue(none).count
+      const cumulative: Array<number> = new Array(bucketCount)
+      let upTo = 0
+      for (let i = 0; i < bucketCount; i++) cumulative[i] = upTo += buckets[i]!
       return {
-        counts: {
-          started: value(started),
-          committed: value(committed),
-          rolledBack: value(rolledBack),
-          failed: failedTotal,
-          deadlocks: value(byError["DeadlockDetected"]),
-          serializationFailures: value(byError["SerializationFailure"]),
-          lockTimeouts: value(byError["LockTimeout"]),
-          timeouts: value(timeouts),
-          retries: retried,
-          savepoints: value(savepoints),
-          hookFailures: hooks,
-          longRunning: value(longRunning),
-          savepointBudgetExceeded: value(budget)
-        },
-        failedByError,
+        counts: { ...counts, retries: retried },
+        failedByError: Object.fromEntries(Array.from(failed, ([error, [, n]]) => [error, n])),
         cumulative,
         durationCount,
         durationSum,
@@ -132,12 +143,25 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
     },
     started: () => {
       started.unsafeUpdate(1, none)
+      counts.started++
       active.unsafeUpdate(++running, none)
     },
-    savepoint: () => savepoints.unsafeUpdate(1, none),
-    timeout: () => timeouts.unsafeUpdate(1, none),
-    longRunning: () => longRunning.unsafeUpdate(1, none),
-    savepointBudgetExceeded: () => budget.unsafeUpdate(1, none),
+    savepoint: () => {
+      savepoints.unsafeUpdate(1, none)
+      counts.savepoints++
+    },
+    timeout: () => {
+      timeouts.unsafeUpdate(1, none)
+      counts.timeouts++
+    },
+    longRunning: () => {
+      longRunning.unsafeUpdate(1, none)
+      counts.longRunning++
+    },
+    savepointBudgetExceeded: () => {
+      budget.unsafeUpdate(1, none)
+      counts.savepointBudgetExceeded++
+    },
     hookFailed: (hook) => {
       let counter = hookFailures.get(hook)
       if (counter === undefined) {
@@ -145,19 +169,28 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
         hookFailures.set(hook, counter)
       }
       counter.unsafeUpdate(1, none)
+      counts.hookFailures++
     },
     ended: (outcome, error, seconds) => {
       active.unsafeUpdate(--running, none)
-      if (outcome === "committed") committed.unsafeUpdate(1, none)
-      else if (outcome === "rolled_back") rolledBack.unsafeUpdate(1, none)
+      if (outcome === "committed") {
+        committed.unsafeUpdate(1, none)
+        counts.committed++
+      } else if (outcome === "rolled_back") {
+        rolledBack.unsafeUpdate(1, none)
+        counts.rolledBack++
+      }
       if (error !== undefined) {
-        let counter = failed.get(error)
-        if (counter === undefined) {
-          counter = tag<Counter>("transactions_failed_total", MetricLabel.make("error", error))
-          failed.set(error, counter)
-        }
+        const [counter, n] = failed.get(error) ??
+          [tag<Counter>("transactions_failed_total", MetricLabel.make("error", error)), 0]
+        failed.set(error, [counter, n + 1])
         counter.unsafeUpdate(1, none)
-        byError[error]?.unsafeUpdate(1, none)
+        counts.failed++
+        const specific = byError.get(error)
+        if (specific !== undefined) {
+          specific[0].unsafeUpdate(1, none)
+          counts[specific[1]]++
+        }
       }
       let histogram = durations.get(outcome)
       if (histogram === undefined) {
@@ -168,6 +201,10 @@ const make = (name: string, dbSystem: DbSystem): Recorder => {
         durations.set(outcome, histogram)
       }
       histogram.unsafeUpdate(seconds, none)
+      buckets[bucketOf(seconds)]!++
+      durationCount++
+      durationSum += seconds
+      if (seconds > durationMax) durationMax = seconds
     }
   }
 }
@@ -233,8 +270,6 @@ const refuse = (
   return other
 }
 
-/** The duration histogram's buckets (its boundaries and `+Inf`). */
-const bucketCount = TransactionMetrics.durationBoundaries.values.length
 
 /**
  * @internal

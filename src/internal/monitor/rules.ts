@@ -18,7 +18,8 @@ import type {
   WindowFigures
 } from "../../TransactionMonitor.js"
 import type { MonitorSnapshot } from "../../TransactionMonitor.js"
-import { addCounts, bounds, rates, subtractCounts, summarize, zeroCounts } from "./snapshot.js"
+import { zeroCounts } from "../metrics.js"
+import { addCounts, bounds, rates, subtractCounts, summarize } from "./snapshot.js"
 
 /** @internal The name under which conditions and alerts about all transactions are kept. */
 export const overallName = "*"

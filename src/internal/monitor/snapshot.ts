@@ -17,6 +17,7 @@ import type {
   NameReading
 } from "../../TransactionMonitor.js"
 import * as Metrics from "../metrics.js"
+import { zeroCounts } from "../metrics.js"
 import { intervalMax, percentile } from "./histogram.js"
 
 /** @internal The count fields, in the order reports list them. */
@@ -38,23 +39,6 @@ export const countFields: ReadonlyArray<CountField> = [
 
 /** @internal The upper bounds of the duration histogram's buckets (seconds), `Infinity` last. */
 export const bounds: ReadonlyArray<number> = [...TransactionMetrics.durationBoundaries.values]
-
-/** @internal */
-export const zeroCounts = (): { -readonly [K in CountField]: number } => ({
-  started: 0,
-  committed: 0,
-  rolledBack: 0,
-  failed: 0,
-  deadlocks: 0,
-  serializationFailures: 0,
-  lockTimeouts: 0,
-  timeouts: 0,
-  retries: 0,
-  savepoints: 0,
-  hookFailures: 0,
-  longRunning: 0,
-  savepointBudgetExceeded: 0
-})
 
 /**
  * @internal
