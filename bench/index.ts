@@ -56,16 +56,31 @@ interface Result {
   /** Median microseconds per transaction (wall time / transactions). */
   readonly microsPerTx: number
   readonly samples: ReadonlyArray<number>
+  /**
+   * Median CPU microseconds of this process per transaction (`process.cpuUsage`, user + system): the library's and
+   * the driver's work, not the server's, and not the time spent waiting; steadier than wall time when the machine
+   * is busy.
+   */
+  readonly cpuMicrosPerTx: number
+  readonly cpuSamples: ReadonlyArray<number>
 }
 
 const results: Array<Result> = []
 const extra: Record<string, unknown> = {}
 
-const median = (values: ReadonlyArray<number>) => {
+/** The `q` quantile (0..1) of `values`, interpolated between the closest ranks. */
+const quantile = (values: ReadonlyArray<number>, q: number) => {
   const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 0 ? (sorted[middle - 1]! + sorted[middle]!) / 2 : sorted[middle]!
+  const rank = q * (sorted.length - 1)
+  const low = Math.floor(rank)
+  return sorted[low]! + (sorted[Math.min(low + 1, sorted.length - 1)]! - sorted[low]!) * (rank - low)
 }
+
+const median = (values: ReadonlyArray<number>) => quantile(values, 0.5)
+
+/** A median with its quartiles: `1.02 (0.99–1.05)`. */
+const spread = (values: ReadonlyArray<number>) =>
+  `${quantile(values, 0.5).toFixed(3)} (${quantile(values, 0.25).toFixed(3)}–${quantile(values, 0.75).toFixed(3)})`
 
 /** Runs the variants in ABBA rounds after a warm-up, and records the median µs per transaction of each. */
 const measure = async (
@@ -77,17 +92,30 @@ const measure = async (
 ) => {
   for (const variant of variants) await variant.run(Math.ceil(n / 4), concurrency) // warm-up
   const samples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
+  const cpuSamples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? variants : [...variants].reverse()
     for (const variant of order) {
+      const cpu = process.cpuUsage()
       const start = performance.now()
       await variant.run(n, concurrency)
       samples.get(variant.name)!.push(((performance.now() - start) * 1000) / n)
+      const used = process.cpuUsage(cpu)
+      cpuSamples.get(variant.name)!.push((used.user + used.system) / n)
     }
   }
   for (const variant of variants) {
     const values = samples.get(variant.name)!
-    results.push({ database, scenario, variant: variant.name, microsPerTx: median(values), samples: values })
+    const cpu = cpuSamples.get(variant.name)!
+    results.push({
+      database,
+      scenario,
+      variant: variant.name,
+      microsPerTx: median(values),
+      samples: values,
+      cpuMicrosPerTx: median(cpu),
+      cpuSamples: cpu
+    })
   }
 }
 
@@ -396,7 +424,10 @@ const report = () => {
       "× wT, paired": base === undefined
         ? ""
         : Number(median(r.samples.map((sample, round) => sample / base.samples[round]!)).toFixed(3)),
-      "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3))
+      "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3)),
+      "CPU µs/tx": Number(r.cpuMicrosPerTx.toFixed(1)),
+      // The CPU ratio within each round, and its spread over the rounds (the quartiles of the per-round ratios).
+      "CPU × wT (q1–q3)": base === undefined ? "" : spread(r.cpuSamples.map((c, round) => c / base.cpuSamples[round]!))
     }
   })
   console.log(`\nmedians of ${rounds} interleaved rounds${quick ? " (quick)" : ""}, commit ${commit}`)

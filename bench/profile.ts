@@ -1,0 +1,174 @@
+/**
+ * `npm run bench:profile`: where a transaction's CPU goes, on SQLite in memory (no network hides the library's
+ * cost). Runs `Transaction.atomic()` (or `sql.withTransaction`, `--variant withTransaction`; or the nested or
+ * options variants) in a loop under V8's sampling profiler and prints the functions with the most self time,
+ * grouped by package, and the top entries.
+ *
+ *   npm run bench:profile                                   # atomic, flat, sequential
+ *   npm run bench:profile -- --variant options --fibers 16  # atomic with options on 16 fibers
+ *   npm run bench:profile -- --cpuprofile out.cpuprofile    # also write the profile (Chrome DevTools opens it)
+ *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
+ *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
+ *                          # of each to the first (median and quartiles of the per-round ratios)
+ *
+ * Measures the compiled library (`npm run build` first, which the script runs), like `npm run bench`.
+ */
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Effect, Layer, ManagedRuntime } from "effect"
+import * as Fs from "node:fs"
+import * as Inspector from "node:inspector/promises"
+import type * as Library from "../src/index.js"
+
+const { Transaction, TransactionLayer }: typeof Library = await import(
+  new URL("../dist/index.js", import.meta.url).href
+)
+
+const args = process.argv.slice(2)
+const option = (name: string, fallback: string) =>
+  args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback
+const variant = option("variant", "atomic")
+const fibers = Number(option("fibers", "1"))
+const count = Number(option("transactions", "60000"))
+const outFile = args.includes("--cpuprofile") ? option("cpuprofile", "") : undefined
+
+const table = `profile_${process.pid}`
+const runtime = ManagedRuntime.make(
+  TransactionLayer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
+)
+
+const update = (i: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${i % 100}`)
+
+const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown, any>> = {
+  atomic: (i) => Transaction.atomic(update(i)),
+  options: (i) =>
+    Transaction.atomic(update(i), {
+      name: "bench",
+      isolation: "read committed",
+      readOnly: false,
+      timeout: "10 seconds"
+    }),
+  nested: (i) =>
+    Transaction.atomic(
+      Effect.zipRight(update(i), Transaction.atomic(Effect.zipRight(update(i), Transaction.atomic(update(i)))))
+    ),
+  withTransaction: (i) => Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(update(i))),
+  nestedWithTransaction: (i) =>
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql.withTransaction(
+          Effect.zipRight(update(i), sql.withTransaction(Effect.zipRight(update(i), sql.withTransaction(update(i)))))
+        )
+    )
+}
+const pick = (name: string) => {
+  const transaction = transactions[name]
+  if (transaction === undefined) throw new Error(`${name}: variants are ${Object.keys(transactions).join(", ")}`)
+  return transaction
+}
+const transaction = pick(variant)
+
+const run = (n: number, tx = transaction) =>
+  runtime.runPromise(Effect.forEach(Array.from({ length: n }, (_, i) => i), tx, { concurrency: fibers, discard: true }))
+
+await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.forEach([
+    `CREATE TABLE ${table} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)`,
+    `INSERT INTO ${table} (id, v) VALUES ${Array.from({ length: 100 }, (_, i) => `(${i}, 0)`).join(", ")}`
+  ], (statement) => sql.unsafe(statement))))
+await run(count / 4) // warm-up: the JIT settles before the profile starts
+
+if (args.includes("--compare")) {
+  const names = option("compare", "").split(",")
+  const rounds = Number(option("rounds", "20"))
+  const perRound = count / rounds
+  const samples = new Map<string, Array<number>>(names.map((name) => [name, []]))
+  for (const name of names) await run(count / 4, pick(name))
+  for (let round = 0; round < rounds; round++) {
+    for (const name of round % 2 === 0 ? names : [...names].reverse()) {
+      const cpu = process.cpuUsage()
+      await run(perRound, pick(name))
+      const used = process.cpuUsage(cpu)
+      samples.get(name)!.push((used.user + used.system) / perRound)
+    }
+  }
+  const quantile = (values: ReadonlyArray<number>, q: number) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const rank = q * (sorted.length - 1)
+    const low = Math.floor(rank)
+    return sorted[low]! + (sorted[Math.min(low + 1, sorted.length - 1)]! - sorted[low]!) * (rank - low)
+  }
+  const base = samples.get(names[0]!)!
+  console.log(`${fibers} fiber(s), ${rounds} rounds of ${perRound} transactions per variant; CPU µs per transaction:`)
+  console.table(names.map((name) => {
+    const values = samples.get(name)!
+    const ratios = values.map((value, round) => value / base[round]!)
+    return {
+      variant: name,
+      "CPU µs/tx": Number(quantile(values, 0.5).toFixed(1)),
+      [`× ${names[0]}`]: Number(quantile(ratios, 0.5).toFixed(3)),
+      q1: Number(quantile(ratios, 0.25).toFixed(3)),
+      q3: Number(quantile(ratios, 0.75).toFixed(3))
+    }
+  }))
+  await runtime.dispose()
+  process.exit(0)
+}
+
+const session = new Inspector.Session()
+session.connect()
+await session.post("Profiler.enable")
+await session.post("Profiler.setSamplingInterval", { interval: 100 })
+await session.post("Profiler.start")
+const cpu = process.cpuUsage()
+await run(count)
+const used = process.cpuUsage(cpu)
+const { profile } = await session.post("Profiler.stop")
+session.disconnect()
+await runtime.dispose()
+if (outFile !== undefined) Fs.writeFileSync(outFile, JSON.stringify(profile))
+
+// Self time per function (by name and location), from the samples' time deltas.
+const project = new URL("../dist/", import.meta.url).href
+const locate = (url: string) =>
+  url.startsWith(project) ? `effect-sql-tx/${url.slice(project.length)}` : url.replace(/^.*node_modules\//, "")
+const packageOf = (url: string, functionName: string) => {
+  if (url === "") return functionName.startsWith("(") ? functionName : "(native)"
+  const where = locate(url)
+  if (where.startsWith("effect-sql-tx/")) return "effect-sql-tx"
+  if (where.startsWith("@")) return where.split("/").slice(0, 2).join("/")
+  if (where.startsWith("node:")) return "node"
+  return where.split("/")[0]!
+}
+const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+const self = new Map<string, number>()
+const byPackage = new Map<string, number>()
+let total = 0
+for (let i = 0; i < profile.samples!.length; i++) {
+  const { columnNumber, functionName, lineNumber, url } = byId.get(profile.samples![i]!)!.callFrame
+  const delta = profile.timeDeltas![i]!
+  total += delta
+  const key = url === ""
+    ? functionName
+    : `${functionName || "(anonymous)"} ${locate(url)}:${lineNumber + 1}:${columnNumber + 1}`
+  self.set(key, (self.get(key) ?? 0) + delta)
+  const owner = packageOf(url, functionName)
+  byPackage.set(owner, (byPackage.get(owner) ?? 0) + delta)
+}
+const percent = (micros: number) => Number((100 * micros / total).toFixed(1))
+
+console.log(
+  `${variant}, ${fibers} fiber(s), ${count} transactions: ${
+    ((used.user + used.system) / count).toFixed(1)
+  } CPU µs per ` +
+    `transaction; self time by package (%):`
+)
+console.table(
+  [...byPackage].sort((a, b) => b[1] - a[1]).map(([name, micros]) => ({ package: name, "%": percent(micros) }))
+)
+console.log("top functions by self time (%):")
+console.table(
+  [...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, micros]) => ({ function: key, "%": percent(micros) }))
+)
