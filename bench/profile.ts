@@ -7,6 +7,11 @@
  *   npm run bench:profile                                   # atomic, flat, sequential
  *   npm run bench:profile -- --variant options --fibers 16  # atomic with options on 16 fibers
  *   npm run bench:profile -- --cpuprofile out.cpuprofile    # also write the profile (Chrome DevTools opens it)
+ *   npm run bench:profile -- --count withTransaction,atomic
+ *                          # no profile: the Effect steps (run-loop iterations) and the bytes allocated per
+ *                          # transaction of each variant; both are exact counts, whatever the machine is doing
+ *                          # (bytes: a young generation big enough that no GC runs while they are counted)
+ *   npm run bench:profile -- --allocations  # where the bytes are allocated (V8's sampling heap profiler)
  *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
  *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
  *                          # of each to the first (median and quartiles of the per-round ratios)
@@ -15,7 +20,8 @@
  */
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Layer, ManagedRuntime } from "effect"
+import { Effect, Layer, ManagedRuntime, Scheduler } from "effect"
+import { spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Inspector from "node:inspector/promises"
 import type * as Library from "../src/index.js"
@@ -61,7 +67,14 @@ const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown
         sql.withTransaction(
           Effect.zipRight(update(i), sql.withTransaction(Effect.zipRight(update(i), sql.withTransaction(update(i)))))
         )
-    )
+    ),
+  // The pieces apart: a transaction with no statement, one nested block with no statement, a statement alone.
+  empty: () => Transaction.atomic(Effect.void),
+  emptyWithTransaction: () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(Effect.void)),
+  emptyNested: () => Transaction.atomic(Transaction.atomic(Effect.void)),
+  emptyNestedWithTransaction: () =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(sql.withTransaction(Effect.void))),
+  statement: (i) => update(i)
 }
 const pick = (name: string) => {
   const transaction = transactions[name]
@@ -79,6 +92,78 @@ await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) =>
     `INSERT INTO ${table} (id, v) VALUES ${Array.from({ length: 100 }, (_, i) => `(${i}, 0)`).join(", ")}`
   ], (statement) => sql.unsafe(statement))))
 await run(count / 4) // warm-up: the JIT settles before the profile starts
+
+if (args.includes("--count")) {
+  // Every Effect step passes its scheduler's `shouldYield` once (see the run loop of effect's FiberRuntime); a
+  // ManagedRuntime's fibers run on a SyncScheduler, others on the default MixedScheduler.
+  let steps = 0
+  for (const { prototype } of [Scheduler.MixedScheduler, Scheduler.SyncScheduler]) {
+    const shouldYield = prototype.shouldYield
+    prototype.shouldYield = function(this: Scheduler.Scheduler, fiber) {
+      steps++
+      return shouldYield.call(this, fiber)
+    }
+  }
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) {
+    // Again in a process that can collect on demand and whose young generation holds all that is counted.
+    const flags = ["--expose-gc", "--min-semi-space-size=128", "--max-semi-space-size=128", ...process.execArgv]
+    const child = spawnSync(process.execPath, [...flags, process.argv[1]!, ...args], { stdio: "inherit" })
+    process.exit(child.status ?? 1)
+  }
+  const n = 300
+  const rows = []
+  for (const name of option("count", "").split(",")) {
+    await run(n, pick(name))
+    gc()
+    const heap = process.memoryUsage().heapUsed
+    steps = 0
+    await run(n, pick(name))
+    const counted = steps
+    const bytes = process.memoryUsage().heapUsed - heap
+    rows.push({ variant: name, "Effect steps/tx": Number((counted / n).toFixed(1)), "bytes/tx": Math.round(bytes / n) })
+  }
+  console.log(`${fibers} fiber(s), ${n} transactions per variant:`)
+  console.table(rows)
+  await runtime.dispose()
+  process.exit(0)
+}
+
+if (args.includes("--allocations")) {
+  const session = new Inspector.Session()
+  session.connect()
+  await session.post("HeapProfiler.enable")
+  await session.post("HeapProfiler.startSampling", {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true
+  })
+  await run(count / 4)
+  const { profile } = await session.post("HeapProfiler.stopSampling")
+  session.disconnect()
+  const bytes = new Map<string, number>()
+  let total = 0
+  const visit = (node: typeof profile.head) => {
+    const { columnNumber, functionName, lineNumber, url } = node.callFrame
+    const key = `${functionName || "(anonymous)"} ${
+      url.replace(/^.*node_modules\//, "").replace(/^.*\/dist\//, "dist/")
+    }:${lineNumber + 1}:${columnNumber + 1}`
+    bytes.set(key, (bytes.get(key) ?? 0) + node.selfSize)
+    total += node.selfSize
+    for (const child of node.children) visit(child)
+  }
+  visit(profile.head)
+  console.log(`${variant}: sampled allocations by function (bytes per transaction)`)
+  console.table(
+    [...bytes].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([key, n]) => ({
+      function: key,
+      "bytes/tx": Math.round(n / (count / 4))
+    }))
+  )
+  console.log(`total ${Math.round(total / (count / 4))} bytes per transaction (sampled)`)
+  await runtime.dispose()
+  process.exit(0)
+}
 
 if (args.includes("--compare")) {
   const names = option("compare", "").split(",")
