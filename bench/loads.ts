@@ -207,7 +207,8 @@ const tpcb = async ({ extra, pgUrl, quick }: LoadsOptions) => {
         const job = Effect.tap(wrap(body), () => {
           committed++
         })
-        return committed / (await effectFor(runtime, seconds, clients, job))
+        const elapsed = await effectFor(runtime, seconds, clients, job)
+        return committed / elapsed
       }
     })
     const variants = [
@@ -280,7 +281,7 @@ const close = async (database: Database) => {
 
 const poolLoad = async (databases: ReadonlyArray<Database>, { extra, quick }: LoadsOptions) => {
   const fibers = 100
-  const seconds = quick ? 1 : 4
+  const seconds = quick ? 0.75 : 4
   const rounds = quick ? 2 : 3
   const all: Array<Record<string, unknown>> = []
   for (const { name, runtime } of databases) {
@@ -304,7 +305,7 @@ const poolLoad = async (databases: ReadonlyArray<Database>, { extra, quick }: Lo
       const elapsed = await effectFor(runtime, seconds, fibers, job)
       return { tps: latencies.length / elapsed, latencies }
     }
-    for (const variant of variants) await run(variant, quick ? 0.3 : 1) // warm-up
+    for (const variant of variants) await run(variant, quick ? 0.25 : 1) // warm-up
     const tps = new Map<string, Array<number>>(variants.map(([v]) => [v, []]))
     const latencies = new Map<string, Array<number>>(variants.map(([v]) => [v, []]))
     for (let round = 0; round < rounds; round++) {
@@ -345,7 +346,7 @@ const nesting = async (databases: ReadonlyArray<Database>, { extra, quick }: Loa
   const rounds = quick ? 2 : 6
   const all: Array<Record<string, unknown>> = []
   for (const { name, runtime } of databases) {
-    const n = name === "sqlite" ? (quick ? 300 : 3000) : (quick ? 60 : 300)
+    const n = name === "sqlite" ? (quick ? 300 : 3000) : (quick ? 40 : 300)
     const update = (id: number) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${id}`)
     /** `depth` blocks inside each other, each with one UPDATE. */
@@ -405,7 +406,7 @@ const isRetryableSqlError = (error: unknown): boolean => {
 const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: LoadsOptions) => {
   const workers = 16
   const accounts = 10
-  const seconds = quick ? 0.5 : 2.5
+  const seconds = quick ? 0.4 : 2.5
   const rounds = 2
   const policies: ReadonlyArray<readonly [string, Library.RetryPolicy.RetryPolicy]> = [
     ["RetryPolicy.default", RetryPolicy.default],
@@ -479,6 +480,7 @@ const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: 
 /** Every load, in turn. */
 export const loads = async (options: LoadsOptions) => {
   const { mysqlUrl, pgUrl } = options
+  const start = performance.now()
   console.log(`\nrealistic loads${options.quick ? " (quick)" : ""}`)
   await tpcb(options)
   const pg = await open(
@@ -496,4 +498,5 @@ export const loads = async (options: LoadsOptions) => {
   } finally {
     await Promise.all([close(pg), close(mysql), close(sqlite)])
   }
+  console.log(`\nrealistic loads: ${Math.round((performance.now() - start) / 1000)} s`)
 }
