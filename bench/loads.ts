@@ -346,7 +346,7 @@ const nesting = async (databases: ReadonlyArray<Database>, { extra, quick }: Loa
   const rounds = quick ? 2 : 6
   const all: Array<Record<string, unknown>> = []
   for (const { name, runtime } of databases) {
-    const n = name === "sqlite" ? (quick ? 300 : 3000) : (quick ? 40 : 300)
+    const n = name === "sqlite" ? (quick ? 300 : 1500) : (quick ? 40 : 150)
     const update = (id: number) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${id}`)
     /** `depth` blocks inside each other, each with one UPDATE. */
@@ -403,6 +403,17 @@ const isRetryableSqlError = (error: unknown): boolean => {
     (typeof cause?.errno === "number" && mysqlRetryable.has(cause.errno))
 }
 
+/** What a transfer that gave up failed with: the error's tag and its SQL code. */
+const reasonOf = (error: unknown): string => {
+  const { _tag, cause, code } = error as {
+    readonly _tag?: unknown
+    readonly code?: unknown
+    readonly cause?: { readonly code?: unknown; readonly errno?: unknown }
+  }
+  const sqlCode = code ?? cause?.errno ?? cause?.code
+  return `${String(_tag)}${sqlCode === undefined ? "" : ` ${String(sqlCode)}`}`
+}
+
 const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: LoadsOptions) => {
   const workers = 16
   const accounts = 10
@@ -426,7 +437,9 @@ const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: 
         ],
         ["atomic + withRetry", (e) => Transaction.atomic(e, { name: "transfer" }).pipe(withRetry(policy))]
       ]
-      const stats = new Map(variants.map(([v]) => [v, { committed: 0, attempts: 0, failed: 0, elapsed: 0 }]))
+      const stats = new Map(
+        variants.map(([v]) => [v, { committed: 0, attempts: 0, failed: 0, elapsed: 0, why: new Map<string, number>() }])
+      )
       for (let round = 0; round < rounds; round++) {
         for (const [variant, wrap] of orderOf(variants, round)) {
           const s = stats.get(variant)!
@@ -443,7 +456,11 @@ const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: 
               })))
           }).pipe(
             Effect.matchEffect({
-              onFailure: () => Effect.sync(() => s.failed++),
+              onFailure: (error) =>
+                Effect.sync(() => {
+                  s.failed++
+                  s.why.set(reasonOf(error), (s.why.get(reasonOf(error)) ?? 0) + 1)
+                }),
               onSuccess: () => Effect.sync(() => s.committed++)
             })
           )
@@ -459,7 +476,8 @@ const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: 
           "committed/s": Math.round(s.committed / s.elapsed),
           "× wT committed/s": fixed((s.committed / s.elapsed) / (base.committed / base.elapsed)),
           "retries per commit": fixed((s.attempts - s.committed - s.failed) / s.committed),
-          "gave up": s.failed
+          "gave up": s.failed,
+          "gave up with": [...s.why].map(([reason, count]) => `${reason} ×${count}`).join(", ")
         })
       }
     }
