@@ -217,7 +217,7 @@ const tpcb = async ({ extra, pgUrl, quick }: LoadsOptions) => {
       effectVariant("sql.withTransaction", withTransaction),
       effectVariant("Transaction.atomic", (e) => Transaction.atomic(e, { name: "tpcb" }))
     ]
-    for (const variant of variants.slice(1)) await variant.run(quick ? 0.5 : 1) // warm-up (connections, JIT)
+    for (const variant of variants.slice(1)) await variant.run(quick ? 0.25 : 1) // warm-up (connections, JIT)
     const samples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
     for (let round = 0; round < rounds; round++) {
       for (const variant of orderOf(variants, round)) samples.get(variant.name)!.push(await variant.run(seconds))
@@ -417,7 +417,7 @@ const reasonOf = (error: unknown): string => {
 const contention = async (databases: ReadonlyArray<Database>, { extra, quick }: LoadsOptions) => {
   const workers = 16
   const accounts = 10
-  const seconds = quick ? 0.4 : 2.5
+  const seconds = quick ? 0.3 : 2.5
   const rounds = 2
   const policies: ReadonlyArray<readonly [string, Library.RetryPolicy.RetryPolicy]> = [
     ["RetryPolicy.default", RetryPolicy.default],
