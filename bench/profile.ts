@@ -18,9 +18,11 @@
  *
  * Measures the compiled library (`npm run build` first, which the script runs), like `npm run bench`.
  */
+import { MysqlClient } from "@effect/sql-mysql2"
+import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
-import { Effect, Layer, ManagedRuntime, Scheduler } from "effect"
+import { Effect, Layer, ManagedRuntime, Redacted, Scheduler } from "effect"
 import { spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Inspector from "node:inspector/promises"
@@ -38,13 +40,28 @@ const fibers = Number(option("fibers", "1"))
 const count = Number(option("transactions", "60000"))
 const outFile = args.includes("--cpuprofile") ? option("cpuprofile", "") : undefined
 
+if (args.includes("--count") && (globalThis as { gc?: unknown }).gc === undefined) {
+  // Again in a process that can collect on demand and whose young generation holds all that is counted.
+  const flags = ["--expose-gc", "--min-semi-space-size=128", "--max-semi-space-size=128", ...process.execArgv]
+  const child = spawnSync(process.execPath, [...flags, process.argv[1]!, ...args], { stdio: "inherit" })
+  process.exit(child.status ?? 1)
+}
+
+const database = option("database", "sqlite")
+const clients: Record<string, () => Layer.Layer<SqlClient.SqlClient, unknown>> = {
+  sqlite: () => SqliteClient.layer({ filename: ":memory:" }),
+  pg: () => PgClient.layer({ url: Redacted.make(process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test") }),
+  mysql: () => MysqlClient.layer({ url: Redacted.make(process.env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test") })
+}
+if (clients[database] === undefined) throw new Error(`--database: one of ${Object.keys(clients).join(", ")}`)
+
 const table = `profile_${process.pid}`
-const runtime = ManagedRuntime.make(
-  TransactionLayer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
-)
+const runtime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(clients[database]!())))
 
 const update = (i: number) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${i % 100}`)
+
+const failing = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT * FROM ${sql(`${table}_missing`)}`)
 
 const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown, any>> = {
   atomic: (i) => Transaction.atomic(update(i)),
@@ -74,7 +91,14 @@ const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown
   emptyNested: () => Transaction.atomic(Transaction.atomic(Effect.void)),
   emptyNestedWithTransaction: () =>
     Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(sql.withTransaction(Effect.void))),
-  statement: (i) => update(i)
+  statement: (i) => update(i),
+  // A transaction whose second statement fails (the database refuses it): the rollback path.
+  failing: (i) => Effect.either(Transaction.atomic(Effect.zipRight(update(i), failing))),
+  failingWithTransaction: (i) =>
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) => Effect.either(sql.withTransaction(Effect.zipRight(update(i), failing)))
+    )
 }
 const pick = (name: string) => {
   const transaction = transactions[name]
@@ -91,6 +115,12 @@ await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) =>
     `CREATE TABLE ${table} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)`,
     `INSERT INTO ${table} (id, v) VALUES ${Array.from({ length: 100 }, (_, i) => `(${i}, 0)`).join(", ")}`
   ], (statement) => sql.unsafe(statement))))
+const dropTable = () =>
+  database === "sqlite"
+    ? Promise.resolve()
+    : ManagedRuntime.make(clients[database]!()).runPromise(
+      Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TABLE IF EXISTS ${table}`))
+    ).catch(() => undefined)
 await run(count / 4) // warm-up: the JIT settles before the profile starts
 
 if (args.includes("--count")) {
@@ -104,13 +134,7 @@ if (args.includes("--count")) {
       return shouldYield.call(this, fiber)
     }
   }
-  const gc = (globalThis as { gc?: () => void }).gc
-  if (gc === undefined) {
-    // Again in a process that can collect on demand and whose young generation holds all that is counted.
-    const flags = ["--expose-gc", "--min-semi-space-size=128", "--max-semi-space-size=128", ...process.execArgv]
-    const child = spawnSync(process.execPath, [...flags, process.argv[1]!, ...args], { stdio: "inherit" })
-    process.exit(child.status ?? 1)
-  }
+  const gc = (globalThis as { gc?: () => void }).gc!
   const n = 300
   const rows = []
   for (const name of option("count", "").split(",")) {
@@ -126,6 +150,7 @@ if (args.includes("--count")) {
   console.log(`${fibers} fiber(s), ${n} transactions per variant:`)
   console.table(rows)
   await runtime.dispose()
+  await dropTable()
   process.exit(0)
 }
 
@@ -162,6 +187,7 @@ if (args.includes("--allocations")) {
   )
   console.log(`total ${Math.round(total / (count / 4))} bytes per transaction (sampled)`)
   await runtime.dispose()
+  await dropTable()
   process.exit(0)
 }
 
@@ -199,6 +225,7 @@ if (args.includes("--compare")) {
     }
   }))
   await runtime.dispose()
+  await dropTable()
   process.exit(0)
 }
 
@@ -213,6 +240,7 @@ const used = process.cpuUsage(cpu)
 const { profile } = await session.post("Profiler.stop")
 session.disconnect()
 await runtime.dispose()
+await dropTable()
 if (outFile !== undefined) Fs.writeFileSync(outFile, JSON.stringify(profile))
 
 // Self time per function (by name and location), from the samples' time deltas.

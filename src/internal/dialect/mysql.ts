@@ -121,23 +121,24 @@ const endSql = (statement: string, options: ResolvedTransactionOptions): string 
  * configuration): a saturated pool could not give one, and mysql2 itself never cancels a statement.
  */
 const cancel = (conn: Connection): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
+  Effect.suspend(() => {
     const victim = poolConnection(conn)
-    if (victim === undefined || victim.threadId == null || victim._command == null) {
-      return resume(Effect.succeed(false))
-    }
-    // PoolConnection extends Connection, whose constructor takes `{ config }`.
-    const Connection = Object.getPrototypeOf(Object.getPrototypeOf(victim)).constructor as new(
-      options: { readonly config: unknown }
-    ) => MysqlControlConnection
-    const control = new Connection({ config: victim.config })
-    control.on("error", () => undefined)
-    control.query(`KILL QUERY ${Number(victim.threadId)}`, () => {
-      control.destroy()
-      resume(Effect.succeed(true))
-    })
-    return Effect.sync(() => control.destroy())
-  }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
+    // Nothing in flight (every ROLLBACK asks): no connection, no timer.
+    if (victim === undefined || victim.threadId == null || victim._command == null) return Effect.succeed(false)
+    return Effect.async<boolean>((resume) => {
+      // PoolConnection extends Connection, whose constructor takes `{ config }`.
+      const Connection = Object.getPrototypeOf(Object.getPrototypeOf(victim)).constructor as new(
+        options: { readonly config: unknown }
+      ) => MysqlControlConnection
+      const control = new Connection({ config: victim.config })
+      control.on("error", () => undefined)
+      control.query(`KILL QUERY ${Number(victim.threadId)}`, () => {
+        control.destroy()
+        resume(Effect.succeed(true))
+      })
+      return Effect.sync(() => control.destroy())
+    }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
+  })
 
 /**
  * `destroy()` removes the connection from the pool (the release that follows is then a no-op); it only half-closes

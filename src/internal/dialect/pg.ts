@@ -112,30 +112,34 @@ export const beginSql = (options: ResolvedTransactionOptions, label?: string | u
  * Completes when the server has closed the cancel socket, that is when it has taken the request.
  */
 const cancel = (conn: Connection): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
+  Effect.suspend(() => {
     const client = pgClient(conn)
     if (
       client === undefined || client.processID == null || client.secretKey == null ||
       client._getActiveQuery?.() == null
     ) {
-      return resume(Effect.succeed(false))
+      // Nothing in flight (every ROLLBACK asks): no socket, no timer.
+      return Effect.succeed(false)
     }
-    const Client = (client as object).constructor as new(config: unknown) => { readonly connection: PgWire }
-    const wire = new Client(client.connectionParameters).connection
-    let done = false
-    const finish = () => {
-      if (done) return
-      done = true
-      resume(Effect.succeed(true))
-    }
-    wire.on("end", finish)
-    wire.on("error", finish)
-    if (client.host?.startsWith("/")) wire.connect(`${client.host}/.s.PGSQL.${client.port}`)
-    else wire.connect(client.port ?? 5432, client.host)
-    const { processID, secretKey } = client
-    wire.once("connect", () => wire.cancel(processID, secretKey))
-    return Effect.sync(() => wire.end())
-  }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
+    const processID = client.processID
+    const secretKey = client.secretKey
+    return Effect.async<boolean>((resume) => {
+      const Client = (client as object).constructor as new(config: unknown) => { readonly connection: PgWire }
+      const wire = new Client(client.connectionParameters).connection
+      let done = false
+      const finish = () => {
+        if (done) return
+        done = true
+        resume(Effect.succeed(true))
+      }
+      wire.on("end", finish)
+      wire.on("error", finish)
+      if (client.host?.startsWith("/")) wire.connect(`${client.host}/.s.PGSQL.${client.port}`)
+      else wire.connect(client.port ?? 5432, client.host)
+      wire.once("connect", () => wire.cancel(processID, secretKey))
+      return Effect.sync(() => wire.end())
+    }).pipe(Effect.timeoutTo({ duration: "5 seconds", onTimeout: () => true, onSuccess: (sent) => sent }))
+  })
 
 /** `end()` marks the client as ending, so that pg-pool removes it instead of reusing it when it is released. */
 const abandon = (conn: Connection): void => {
