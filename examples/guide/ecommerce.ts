@@ -200,9 +200,19 @@ export const placeOrder = (t: Tables, request: OrderRequest) =>
     yield* Transaction.afterCommit(mailer.orderConfirmed(request.orderId, request.customer, total))
     yield* Transaction.afterRollback(Effect.logInfo(`order ${request.orderId} not placed`))
 
-    return { orderId: request.orderId, totalCents: total, discountCents: discount, replayed: false } satisfies PlacedOrder
+    return {
+      orderId: request.orderId,
+      totalCents: total,
+      discountCents: discount,
+      replayed: false
+    } satisfies PlacedOrder
   }).pipe(
-    Transaction.atomic({ name: "place-order", isolation: "serializable", timeout: "5 seconds", lockTimeout: "2 seconds" }),
+    Transaction.atomic({
+      name: "place-order",
+      isolation: "serializable",
+      timeout: "5 seconds",
+      lockTimeout: "2 seconds"
+    }),
     withRetry(orderRetryPolicy)
   )
 
