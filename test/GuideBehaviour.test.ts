@@ -8,7 +8,9 @@ import { PgClient } from "@effect/sql-pg"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Either, Layer, Logger, Redacted } from "effect"
+import * as Begin from "../examples/guide/begin.js"
 import * as BestPractices from "../examples/guide/best-practices.js"
+import * as HandlingErrors from "../examples/guide/handling-errors.js"
 import * as Hooks from "../examples/guide/hooks.js"
 import * as Independent from "../examples/guide/independent.js"
 import * as ManualSavepoints from "../examples/guide/manual-savepoints.js"
@@ -194,7 +196,10 @@ for (const name of ["sqlite", "pg", "mysql"] as const) {
             "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)",
             "INSERT INTO accounts (id, balance) VALUES (1, 1000), (2, 0)",
             "CREATE TABLE payments (order_id VARCHAR(20) PRIMARY KEY, charge_id VARCHAR(40), cents INTEGER)",
-            "CREATE TABLE outbox (order_id VARCHAR(20) NOT NULL, event VARCHAR(20) NOT NULL)"
+            "CREATE TABLE outbox (order_id VARCHAR(20) NOT NULL, event VARCHAR(20) NOT NULL)",
+            "CREATE TABLE imports (line VARCHAR(20) NOT NULL)",
+            "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(20) NOT NULL)",
+            "INSERT INTO customers (id, name) VALUES (1, 'ada')"
           )
           const { logs } = yield* withLogs(Hooks.placeOrder(1, "ada"))
           assert.strictEqual(yield* count("SELECT orders AS n FROM stats"), 1)
@@ -214,6 +219,13 @@ for (const name of ["sqlite", "pg", "mysql"] as const) {
           assert.strictEqual(yield* count("SELECT COUNT(*) AS n FROM payments"), 1)
           assert.strictEqual(yield* count("SELECT COUNT(*) AS n FROM outbox"), 1)
           assert.deepStrictEqual(paid.logs, ["order-paid: o1"])
+
+          const batch = yield* Begin.importBatch(["a", "b"])
+          assert.strictEqual(batch.lines, 2)
+          assert.strictEqual(yield* count("SELECT COUNT(*) AS n FROM imports"), 2)
+
+          assert.deepStrictEqual(yield* HandlingErrors.handler(1, "ada lovelace"), { status: 204 })
+          assert.deepStrictEqual(yield* HandlingErrors.handler(2, "nobody"), { status: 404 })
         }))
     })
   })
