@@ -7,6 +7,8 @@
  *   npm run bench -- --only pg,sqlite   # some databases
  *   npm run bench -- --only monitor     # the monitor's cost alone (bench/monitor.ts; it also runs with sqlite)
  *   npm run bench -- --only dashboard   # the dashboard's cost alone (bench/dashboard.ts; it also runs with sqlite)
+ *   npm run bench -- --only loads       # the realistic loads alone (bench/loads.ts: TPC-B, 100 on a pool of 20,
+ *                                       # nesting depth 5, contention per retry policy; PostgreSQL, MariaDB, SQLite)
  *
  * Variants of a scenario run in interleaved rounds (A B C D, then D C B A, …) so that the machine's drift hits
  * them alike; each figure is the median over the rounds, and ratios are taken between medians of the same run.
@@ -16,7 +18,7 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import BetterSqlite3 from "better-sqlite3"
-import { Effect, Layer, ManagedRuntime, Random, Redacted, Schedule } from "effect"
+import { Effect, Layer, ManagedRuntime, Redacted } from "effect"
 import * as Mysql from "mysql2"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
@@ -27,7 +29,7 @@ import type * as Library from "../src/index.js"
  * The library as it ships: compiled by `npm run build` (which `npm run bench` runs first), like the `@effect/sql`
  * code it is compared with. Transpiled on the fly by tsx it would pay for tsx's own additions to every function.
  */
-const { RetryPolicy, Transaction, TransactionLayer, withRetry }: typeof Library = await import(
+const { Transaction, TransactionLayer }: typeof Library = await import(
   new URL("../dist/index.js", import.meta.url).href
 ).catch((error: unknown) => {
   throw new Error(`the compiled library is missing: run \`npm run build\` first (${String(error)})`)
@@ -36,7 +38,7 @@ const { RetryPolicy, Transaction, TransactionLayer, withRetry }: typeof Library 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
 const jsonFile = args.includes("--json") ? args[args.indexOf("--json") + 1] : undefined
-const only = args.includes("--only") ? args[args.indexOf("--only") + 1]!.split(",") : ["pg", "mysql", "sqlite"]
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1]!.split(",") : ["pg", "mysql", "sqlite", "loads"]
 
 const pgUrl = process.env.PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const mysqlUrl = process.env.MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test"
@@ -56,16 +58,31 @@ interface Result {
   /** Median microseconds per transaction (wall time / transactions). */
   readonly microsPerTx: number
   readonly samples: ReadonlyArray<number>
+  /**
+   * Median CPU microseconds of this process per transaction (`process.cpuUsage`, user + system): the library's and
+   * the driver's work, not the server's, and not the time spent waiting; steadier than wall time when the machine
+   * is busy.
+   */
+  readonly cpuMicrosPerTx: number
+  readonly cpuSamples: ReadonlyArray<number>
 }
 
 const results: Array<Result> = []
 const extra: Record<string, unknown> = {}
 
-const median = (values: ReadonlyArray<number>) => {
+/** The `q` quantile (0..1) of `values`, interpolated between the closest ranks. */
+const quantile = (values: ReadonlyArray<number>, q: number) => {
   const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 0 ? (sorted[middle - 1]! + sorted[middle]!) / 2 : sorted[middle]!
+  const rank = q * (sorted.length - 1)
+  const low = Math.floor(rank)
+  return sorted[low]! + (sorted[Math.min(low + 1, sorted.length - 1)]! - sorted[low]!) * (rank - low)
 }
+
+const median = (values: ReadonlyArray<number>) => quantile(values, 0.5)
+
+/** A median with its quartiles: `1.02 (0.99–1.05)`. */
+const spread = (values: ReadonlyArray<number>) =>
+  `${quantile(values, 0.5).toFixed(3)} (${quantile(values, 0.25).toFixed(3)}–${quantile(values, 0.75).toFixed(3)})`
 
 /** Runs the variants in ABBA rounds after a warm-up, and records the median µs per transaction of each. */
 const measure = async (
@@ -77,17 +94,30 @@ const measure = async (
 ) => {
   for (const variant of variants) await variant.run(Math.ceil(n / 4), concurrency) // warm-up
   const samples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
+  const cpuSamples = new Map<string, Array<number>>(variants.map((v) => [v.name, []]))
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? variants : [...variants].reverse()
     for (const variant of order) {
+      const cpu = process.cpuUsage()
       const start = performance.now()
       await variant.run(n, concurrency)
       samples.get(variant.name)!.push(((performance.now() - start) * 1000) / n)
+      const used = process.cpuUsage(cpu)
+      cpuSamples.get(variant.name)!.push((used.user + used.system) / n)
     }
   }
   for (const variant of variants) {
     const values = samples.get(variant.name)!
-    results.push({ database, scenario, variant: variant.name, microsPerTx: median(values), samples: values })
+    const cpu = cpuSamples.get(variant.name)!
+    results.push({
+      database,
+      scenario,
+      variant: variant.name,
+      microsPerTx: median(values),
+      samples: values,
+      cpuMicrosPerTx: median(cpu),
+      cpuSamples: cpu
+    })
   }
 }
 
@@ -171,119 +201,6 @@ const scenarios = async (
   await measure(database, "3 nested blocks", effectVariants(runtime, 3).slice(0, 2), sizes.nested, 1)
 }
 
-/**
- * Runs `job` in a loop on 16 fibers for `seconds`; each worker finishes the job in hand. Returns the seconds
- * elapsed.
- */
-const forSeconds = async (
-  runtime: ManagedRuntime.ManagedRuntime<any, unknown>,
-  seconds: number,
-  job: Effect.Effect<unknown, unknown, any>
-): Promise<number> => {
-  let stop = false
-  const start = performance.now()
-  await runtime.runPromise(
-    Effect.all([
-      Effect.all(
-        Array.from(
-          { length: 16 },
-          () => Effect.whileLoop({ while: () => !stop, body: () => job, step: () => undefined })
-        ),
-        { concurrency: "unbounded", discard: true }
-      ),
-      Effect.sleep(`${seconds} seconds`).pipe(Effect.tap(() => stop = true))
-    ], { concurrency: "unbounded", discard: true })
-  )
-  return (performance.now() - start) / 1000
-}
-
-/** The bank workload: 16 workers, 10 accounts, random order; committed transfers per second and retries. */
-const contention = async (database: string, runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
-  const seconds = quick ? 1 : 5
-  const policies: ReadonlyArray<readonly [string, Library.RetryPolicy.RetryPolicy]> = [
-    ["RetryPolicy.default", RetryPolicy.default],
-    ["immediate retry", Schedule.recurs(5)],
-    ["no jitter", RetryPolicy.exponential({ jitter: false })]
-  ]
-  const rows: Array<Record<string, unknown>> = []
-  for (const [name, policy] of policies) {
-    const stats = { committed: 0, attempts: 0, failed: 0 }
-    const transfer = Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      const from = yield* Random.nextIntBetween(0, 10)
-      const to = (from + (yield* Random.nextIntBetween(1, 10))) % 10
-      yield* Effect.suspend(() => {
-        stats.attempts++
-        return Effect.zipRight(
-          sql`UPDATE ${sql(table)} SET v = v - 1 WHERE id = ${from}`,
-          sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${to}`
-        )
-      }).pipe(Transaction.atomic({ name: "transfer" }), withRetry(policy))
-      stats.committed++
-    }).pipe(Effect.catchAll(() => Effect.sync(() => stats.failed++)))
-    const elapsed = await forSeconds(runtime, seconds, transfer)
-    rows.push({
-      policy: name,
-      "committed/s": Math.round(stats.committed / elapsed),
-      "retries per commit": Number(((stats.attempts - stats.committed - stats.failed) / stats.committed).toFixed(3)),
-      "gave up": stats.failed
-    })
-  }
-  extra[`${database} contention`] = rows
-  console.log(`\n${database}: bank workload, 16 workers, 10 accounts, random order, ${seconds} s per policy`)
-  console.table(rows)
-}
-
-/** PostgreSQL TPC-B: pgbench's built-in script with 16 clients, against the same transaction through atomic. */
-const tpcb = async (runtime: ManagedRuntime.ManagedRuntime<any, unknown>) => {
-  const seconds = quick ? 2 : 10
-  const url = new URL(pgUrl)
-  const pgbenchArgs = ["-h", url.hostname, "-p", url.port || "5432", "-U", url.username || "postgres"]
-  const database = url.pathname.slice(1) || "test"
-  try {
-    execFileSync("pgbench", [...pgbenchArgs, "-i", "-q", "-s", "1", database], { stdio: "pipe" })
-  } catch (error) {
-    console.log(`\npgbench is not available (${String(error).split("\n")[0]}): TPC-B skipped`)
-    return
-  }
-  const output = execFileSync(
-    "pgbench",
-    [...pgbenchArgs, "-n", "-c", "16", "-j", "2", "-T", String(seconds), "-b", "tpcb-like", database],
-    { encoding: "utf8" }
-  )
-  const pgbenchTps = Number(/tps = ([\d.]+)/.exec(output)?.[1])
-  let committed = 0
-  const transaction = Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    const aid = yield* Random.nextIntBetween(1, 100_001)
-    const tid = yield* Random.nextIntBetween(1, 11)
-    const delta = yield* Random.nextIntBetween(-5000, 5001)
-    yield* sql`UPDATE pgbench_accounts SET abalance = abalance + ${delta} WHERE aid = ${aid}`
-    yield* sql`SELECT abalance FROM pgbench_accounts WHERE aid = ${aid}`
-    yield* sql`UPDATE pgbench_tellers SET tbalance = tbalance + ${delta} WHERE tid = ${tid}`
-    yield* sql`UPDATE pgbench_branches SET bbalance = bbalance + ${delta} WHERE bid = 1`
-    yield* sql`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (${tid}, 1, ${aid}, ${delta}, CURRENT_TIMESTAMP)`
-  }).pipe(Transaction.atomic({ name: "tpcb" }), Effect.tap(() => committed++))
-  const elapsed = await forSeconds(runtime, seconds, transaction)
-  const oursTps = committed / elapsed
-  execFileSync("psql", [
-    ...pgbenchArgs,
-    "-d",
-    database,
-    "-q",
-    "-c",
-    "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"
-  ], { stdio: "pipe" })
-  const row = {
-    "pgbench tps": Math.round(pgbenchTps),
-    "Transaction.atomic tps": Math.round(oursTps),
-    ratio: Number((oursTps / pgbenchTps).toFixed(3))
-  }
-  extra["pg tpc-b"] = row
-  console.log(`\npg: TPC-B (scale 1), 16 clients, ${seconds} s each`)
-  console.table([row])
-}
-
 const pgBench = async () => {
   const pool = new Pg.Pool({ connectionString: pgUrl, max: 16 })
   for (const sql of setupSql) await pool.query(sql)
@@ -298,7 +215,6 @@ const pgBench = async () => {
         client.release()
       })
   }
-  // Deadlocks are looked for after deadlock_timeout (1 s by default): the contention pool lowers it to 20 ms.
   const client = PgClient.layer({ url: Redacted.make(pgUrl), maxConnections: 16 })
   const runtime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(client)))
   await scenarios(
@@ -307,16 +223,8 @@ const pgBench = async () => {
     runtime,
     quick ? { sequential: 200, concurrent: 400, nested: 100 } : { sequential: 1500, concurrent: 6000, nested: 800 }
   )
-  const contentionRuntime = ManagedRuntime.make(TransactionLayer.pipe(Layer.provideMerge(PgClient.layer({
-    url: Redacted.make(
-      `${pgUrl}${pgUrl.includes("?") ? "&" : "?"}options=${encodeURIComponent("-c deadlock_timeout=20ms")}`
-    ),
-    maxConnections: 16
-  }))))
-  await contention("pg", contentionRuntime)
-  await tpcb(runtime)
   await pool.query(`DROP TABLE ${table}`)
-  await Promise.all([runtime.dispose(), contentionRuntime.dispose(), pool.end()])
+  await Promise.all([runtime.dispose(), pool.end()])
 }
 
 const mysqlBench = async () => {
@@ -342,7 +250,6 @@ const mysqlBench = async () => {
     runtime,
     quick ? { sequential: 200, concurrent: 400, nested: 100 } : { sequential: 1500, concurrent: 6000, nested: 800 }
   )
-  await contention("mysql", runtime)
   await pool.query(`DROP TABLE ${table}`)
   await Promise.all([runtime.dispose(), pool.end()])
 }
@@ -396,7 +303,10 @@ const report = () => {
       "× wT, paired": base === undefined
         ? ""
         : Number(median(r.samples.map((sample, round) => sample / base.samples[round]!)).toFixed(3)),
-      "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3))
+      "× raw": raw === undefined ? "" : Number((r.microsPerTx / raw.microsPerTx).toFixed(3)),
+      "CPU µs/tx": Number(r.cpuMicrosPerTx.toFixed(1)),
+      // The CPU ratio within each round, and its spread over the rounds (the quartiles of the per-round ratios).
+      "CPU × wT (q1–q3)": base === undefined ? "" : spread(r.cpuSamples.map((c, round) => c / base.cpuSamples[round]!))
     }
   })
   console.log(`\nmedians of ${rounds} interleaved rounds${quick ? " (quick)" : ""}, commit ${commit}`)
@@ -432,6 +342,10 @@ const main = async () => {
   }
   if (only.includes("pg")) await pgBench()
   if (only.includes("mysql")) await mysqlBench()
+  if (only.includes("loads")) {
+    const { loads } = await import("./loads.js")
+    await loads({ quick, extra, pgUrl, mysqlUrl })
+  }
   report()
 }
 

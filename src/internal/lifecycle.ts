@@ -38,7 +38,6 @@ import { createSavepoint, releaseSavepoint, rollbackToSavepoint } from "./savepo
 import {
   classifyError,
   classifyExit,
-  countSavepoint,
   type Failure,
   type HandleWithLevel,
   type Level,
@@ -46,6 +45,7 @@ import {
   levelOf,
   lockOf,
   nextSavepointName,
+  noteSavepoint,
   type Root
 } from "./state.js"
 
@@ -226,28 +226,35 @@ const openNested = (
   const resolution = Options.resolveNested(parentOptions, options)
   if (Either.isLeft(resolution)) return Effect.fail(resolution.left)
   const resolved = withoutTimeoutUnless(bounded, resolution.right)
-  const create = Effect.flatMap(countSavepoint(root), () => {
+  const lock = parent === undefined ? undefined : lockOf(parent)
+  const create = (): Effect.Effect<Level, Failure> => {
+    const counted = noteSavepoint(root)
     const name = nextSavepointName(root)
     // Through the parent's guard: refused when the parent has ended or the transaction was rolled back.
     const target = parent === undefined ? root.statements : parent.connection
-    return Effect.mapBoth(root.dialect.savepoint(target, name), {
-      onFailure: (error) => classifyError(root.dialect, error),
+    const savepoint = counted === undefined
+      ? root.dialect.savepoint(target, name)
+      : Effect.zipRight(counted, root.dialect.savepoint(target, name))
+    return Effect.matchCauseEffect(savepoint, {
+      onFailure: (cause) => {
+        lock?.release()
+        return Effect.failCause(Cause.map(cause, (error) => classifyError(root.dialect, error)))
+      },
       onSuccess: () => {
         if (root.entry !== undefined) root.entry.depth = depth
-        return makeLevel(root, parent, name, {
+        return Exit.succeed(makeLevel(root, parent, name, {
           id: parent === undefined ? root.manager.nextId() : `${parent.handle.id}.${root.savepointCounter}`,
           name: resolved.name,
           depth,
           options: resolved,
           startedAt: new Date(root.manager.clock.unsafeCurrentTimeMillis()),
           attempt: fiber.getFiberRef(currentRetryAttempt)?.attempt ?? 1
-        })
+        }))
       }
     })
-  })
-  if (parent === undefined) return create
-  const lock = lockOf(parent)
-  return Effect.zipRight(restore(lock.take(1)), Effect.onError(create, () => lock.release(1)))
+  }
+  // The parent's lock serializes its nested blocks: taken at once when free (the common case), else waited for.
+  return lock === undefined || lock.tryTake() ? create() : Effect.zipRight(lock.take(restore), Effect.suspend(create))
 }
 
 /** Opens the outermost transaction, a savepoint in the current one, or a savepoint in a foreign one. */
@@ -676,16 +683,19 @@ const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Ef
 const closeNested = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> => {
   const { root } = level
   const parent = level.parent
+  const done = () => {
+    level.closed = true
+    forgetSavepoints(level)
+    if (root.entry !== undefined) root.entry.depth = level.handle.depth - 1
+    parent?.lock?.release()
+  }
   const result = parent === undefined ? finish(level, exit, foreignEnding) : endNested(level, exit, parent)
-  return Effect.ensuring(
-    result,
-    Effect.suspend(() => {
-      level.closed = true
-      forgetSavepoints(level)
-      if (root.entry !== undefined) root.entry.depth = level.handle.depth - 1
-      return parent === undefined ? Effect.void : lockOf(parent).release(1)
-    })
-  )
+  // A block that ends with no statement (a success needs no RELEASE) is done at once: no step for the cleanup.
+  if (Exit.isExit(result)) {
+    done()
+    return result
+  }
+  return Effect.ensuring(result, Effect.sync(done))
 }
 
 const close = <A, E>(level: Level, exit: Exit.Exit<A, E>): Effect.Effect<A, E | Failure> =>

@@ -270,7 +270,6 @@ const refuse = (
   return other
 }
 
-
 /**
  * @internal
  * The cumulative figures of every name with series of its own (and of {@link otherName}) on a database system,

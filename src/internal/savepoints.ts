@@ -60,7 +60,7 @@ export const createSavepoint = (level: Level, name: string | undefined): Effect.
       level,
       name ?? "(new)",
       () =>
-        lockOf(level).withPermits(1)(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
+        lockOf(level).withLock(Effect.suspend((): Effect.Effect<Savepoint, Failure> => {
           const actual = name ?? nextSavepointName(root)
           if (root.liveSavepoints?.has(actual)) return refuse(actual, "a savepoint of that name is already defined")
           // Through the block's guard: refused once the block ended or the transaction was rolled back.
@@ -83,7 +83,7 @@ const withOwnSavepoint = (
   f: (index: number) => Effect.Effect<void, Failure>
 ): Effect.Effect<void, Failure> =>
   usable(level, savepoint?.name ?? String(savepoint), () =>
-    lockOf(level).withPermits(1)(Effect.suspend(() => {
+    lockOf(level).withLock(Effect.suspend(() => {
       const index = level.manual.findIndex((entry) => entry.savepoint === savepoint)
       if (index === -1) {
         return refuse(

@@ -16,6 +16,7 @@ import { TransactionManager } from "../TransactionManager.js"
 import type { RetryAttempt } from "./context.js"
 import type { BlockConnection } from "./guard.js"
 import * as Hooks from "./hooks.js"
+import { BlockLock } from "./lock.js"
 import * as Metrics from "./metrics.js"
 
 /** @internal The state shared by all levels of one transaction (one connection). */
@@ -74,7 +75,7 @@ export interface Level {
   /** Set when the block's ending statement is about to run: its guards refuse statements from then on. */
   closed: boolean
   /** Serializes the nested blocks and manual savepoint operations of this block; made on first use. */
-  lock: Effect.Semaphore | undefined
+  lock: BlockLock | undefined
   rollbackOnly: boolean
   /**
    * Whether a statement of this block failed on a database where an error aborts the block (PostgreSQL): its
@@ -136,7 +137,7 @@ export const closedError = (
 }
 
 /** @internal */
-export const lockOf = (level: Level): Effect.Semaphore => level.lock ??= Effect.unsafeMakeSemaphore(1)
+export const lockOf = (level: Level): BlockLock => level.lock ??= new BlockLock()
 
 /** @internal */
 export type Failure = TransactionError.TransactionError | SqlError
@@ -159,26 +160,31 @@ export const nextSavepointName = (root: Root): string => `effect_sql_tx_${++root
  * @internal
  * Counts a savepoint about to be made. PostgreSQL keeps 64 subtransactions per backend in shared memory; past
  * that, snapshot checks of the whole server fall back to pg_subtrans: report it once, or refuse (configurable).
+ * Returns what must run before the savepoint is made, if anything: a plain call in the common case (every nested
+ * block makes one).
  */
+export const noteSavepoint = (root: Root): Effect.Effect<void, TransactionError.SavepointError> | undefined => {
+  root.recorder.savepoint()
+  root.span?.event("db.transaction.savepoint", root.manager.clock.unsafeCurrentTimeNanos())
+  const limit = root.dialect.subtransactionCache
+  if (limit === undefined || root.savepointCounter < limit) return undefined
+  if (root.manager.failOnSavepointBudget) {
+    return Effect.fail(
+      new TransactionError.SavepointError({
+        savepoint: `#${root.savepointCounter + 1}`,
+        reason: `more than ${limit} savepoints in one transaction (PostgreSQL's subtransaction cache)`
+      })
+    )
+  }
+  if (root.budgetReported) return undefined
+  root.budgetReported = true
+  root.recorder.savepointBudgetExceeded()
+  return Effect.logWarning(
+    `effect-sql-tx: more than ${limit} savepoints in one transaction; past PostgreSQL's subtransaction cache the ` +
+      "whole server slows down"
+  ).pipe(Effect.annotateLogs({ transaction: root.entry?.name ?? "", id: root.entry?.id ?? "" }))
+}
+
+/** @internal {@link noteSavepoint} as an effect. */
 export const countSavepoint = (root: Root): Effect.Effect<void, TransactionError.SavepointError> =>
-  Effect.suspend(() => {
-    root.recorder.savepoint()
-    root.span?.event("db.transaction.savepoint", root.manager.clock.unsafeCurrentTimeNanos())
-    const limit = root.dialect.subtransactionCache
-    if (limit === undefined || root.savepointCounter < limit) return Effect.void
-    if (root.manager.failOnSavepointBudget) {
-      return Effect.fail(
-        new TransactionError.SavepointError({
-          savepoint: `#${root.savepointCounter + 1}`,
-          reason: `more than ${limit} savepoints in one transaction (PostgreSQL's subtransaction cache)`
-        })
-      )
-    }
-    if (root.budgetReported) return Effect.void
-    root.budgetReported = true
-    root.recorder.savepointBudgetExceeded()
-    return Effect.logWarning(
-      `effect-sql-tx: more than ${limit} savepoints in one transaction; past PostgreSQL's subtransaction cache the ` +
-        "whole server slows down"
-    ).pipe(Effect.annotateLogs({ transaction: root.entry?.name ?? "", id: root.entry?.id ?? "" }))
-  })
+  Effect.suspend(() => noteSavepoint(root) ?? Effect.void)

@@ -1,0 +1,259 @@
+/**
+ * `npm run bench:profile`: where a transaction's CPU goes, on SQLite in memory (no network hides the library's
+ * cost). Runs `Transaction.atomic()` (or `sql.withTransaction`, `--variant withTransaction`; or the nested or
+ * options variants) in a loop under V8's sampling profiler and prints the functions with the most self time,
+ * grouped by package, and the top entries.
+ *
+ *   npm run bench:profile                                   # atomic, flat, sequential
+ *   npm run bench:profile -- --variant options --fibers 16  # atomic with options on 16 fibers
+ *   npm run bench:profile -- --cpuprofile out.cpuprofile    # also write the profile (Chrome DevTools opens it)
+ *   npm run bench:profile -- --count withTransaction,atomic
+ *                          # no profile: the Effect steps (run-loop iterations) and the bytes allocated per
+ *                          # transaction of each variant; both are exact counts, whatever the machine is doing
+ *                          # (bytes: a young generation big enough that no GC runs while they are counted)
+ *   npm run bench:profile -- --allocations  # where the bytes are allocated (V8's sampling heap profiler)
+ *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
+ *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
+ *                          # of each to the first (median and quartiles of the per-round ratios)
+ *
+ * Measures the compiled library (`npm run build` first, which the script runs), like `npm run bench`.
+ */
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { Effect, Layer, ManagedRuntime, Scheduler } from "effect"
+import { spawnSync } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Inspector from "node:inspector/promises"
+import type * as Library from "../src/index.js"
+
+const { Transaction, TransactionLayer }: typeof Library = await import(
+  new URL("../dist/index.js", import.meta.url).href
+)
+
+const args = process.argv.slice(2)
+const option = (name: string, fallback: string) =>
+  args.includes(`--${name}`) ? args[args.indexOf(`--${name}`) + 1]! : fallback
+const variant = option("variant", "atomic")
+const fibers = Number(option("fibers", "1"))
+const count = Number(option("transactions", "60000"))
+const outFile = args.includes("--cpuprofile") ? option("cpuprofile", "") : undefined
+
+const table = `profile_${process.pid}`
+const runtime = ManagedRuntime.make(
+  TransactionLayer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
+)
+
+const update = (i: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE ${sql(table)} SET v = v + 1 WHERE id = ${i % 100}`)
+
+const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown, any>> = {
+  atomic: (i) => Transaction.atomic(update(i)),
+  options: (i) =>
+    Transaction.atomic(update(i), {
+      name: "bench",
+      isolation: "read committed",
+      readOnly: false,
+      timeout: "10 seconds"
+    }),
+  nested: (i) =>
+    Transaction.atomic(
+      Effect.zipRight(update(i), Transaction.atomic(Effect.zipRight(update(i), Transaction.atomic(update(i)))))
+    ),
+  withTransaction: (i) => Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(update(i))),
+  nestedWithTransaction: (i) =>
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql.withTransaction(
+          Effect.zipRight(update(i), sql.withTransaction(Effect.zipRight(update(i), sql.withTransaction(update(i)))))
+        )
+    ),
+  // The pieces apart: a transaction with no statement, one nested block with no statement, a statement alone.
+  empty: () => Transaction.atomic(Effect.void),
+  emptyWithTransaction: () => Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(Effect.void)),
+  emptyNested: () => Transaction.atomic(Transaction.atomic(Effect.void)),
+  emptyNestedWithTransaction: () =>
+    Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(sql.withTransaction(Effect.void))),
+  statement: (i) => update(i)
+}
+const pick = (name: string) => {
+  const transaction = transactions[name]
+  if (transaction === undefined) throw new Error(`${name}: variants are ${Object.keys(transactions).join(", ")}`)
+  return transaction
+}
+const transaction = pick(variant)
+
+const run = (n: number, tx = transaction) =>
+  runtime.runPromise(Effect.forEach(Array.from({ length: n }, (_, i) => i), tx, { concurrency: fibers, discard: true }))
+
+await runtime.runPromise(Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.forEach([
+    `CREATE TABLE ${table} (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)`,
+    `INSERT INTO ${table} (id, v) VALUES ${Array.from({ length: 100 }, (_, i) => `(${i}, 0)`).join(", ")}`
+  ], (statement) => sql.unsafe(statement))))
+await run(count / 4) // warm-up: the JIT settles before the profile starts
+
+if (args.includes("--count")) {
+  // Every Effect step passes its scheduler's `shouldYield` once (see the run loop of effect's FiberRuntime); a
+  // ManagedRuntime's fibers run on a SyncScheduler, others on the default MixedScheduler.
+  let steps = 0
+  for (const { prototype } of [Scheduler.MixedScheduler, Scheduler.SyncScheduler]) {
+    const shouldYield = prototype.shouldYield
+    prototype.shouldYield = function(this: Scheduler.Scheduler, fiber) {
+      steps++
+      return shouldYield.call(this, fiber)
+    }
+  }
+  const gc = (globalThis as { gc?: () => void }).gc
+  if (gc === undefined) {
+    // Again in a process that can collect on demand and whose young generation holds all that is counted.
+    const flags = ["--expose-gc", "--min-semi-space-size=128", "--max-semi-space-size=128", ...process.execArgv]
+    const child = spawnSync(process.execPath, [...flags, process.argv[1]!, ...args], { stdio: "inherit" })
+    process.exit(child.status ?? 1)
+  }
+  const n = 300
+  const rows = []
+  for (const name of option("count", "").split(",")) {
+    await run(n, pick(name))
+    gc()
+    const heap = process.memoryUsage().heapUsed
+    steps = 0
+    await run(n, pick(name))
+    const counted = steps
+    const bytes = process.memoryUsage().heapUsed - heap
+    rows.push({ variant: name, "Effect steps/tx": Number((counted / n).toFixed(1)), "bytes/tx": Math.round(bytes / n) })
+  }
+  console.log(`${fibers} fiber(s), ${n} transactions per variant:`)
+  console.table(rows)
+  await runtime.dispose()
+  process.exit(0)
+}
+
+if (args.includes("--allocations")) {
+  const session = new Inspector.Session()
+  session.connect()
+  await session.post("HeapProfiler.enable")
+  await session.post("HeapProfiler.startSampling", {
+    samplingInterval: 256,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true
+  })
+  await run(count / 4)
+  const { profile } = await session.post("HeapProfiler.stopSampling")
+  session.disconnect()
+  const bytes = new Map<string, number>()
+  let total = 0
+  const visit = (node: typeof profile.head) => {
+    const { columnNumber, functionName, lineNumber, url } = node.callFrame
+    const key = `${functionName || "(anonymous)"} ${
+      url.replace(/^.*node_modules\//, "").replace(/^.*\/dist\//, "dist/")
+    }:${lineNumber + 1}:${columnNumber + 1}`
+    bytes.set(key, (bytes.get(key) ?? 0) + node.selfSize)
+    total += node.selfSize
+    for (const child of node.children) visit(child)
+  }
+  visit(profile.head)
+  console.log(`${variant}: sampled allocations by function (bytes per transaction)`)
+  console.table(
+    [...bytes].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([key, n]) => ({
+      function: key,
+      "bytes/tx": Math.round(n / (count / 4))
+    }))
+  )
+  console.log(`total ${Math.round(total / (count / 4))} bytes per transaction (sampled)`)
+  await runtime.dispose()
+  process.exit(0)
+}
+
+if (args.includes("--compare")) {
+  const names = option("compare", "").split(",")
+  const rounds = Number(option("rounds", "20"))
+  const perRound = count / rounds
+  const samples = new Map<string, Array<number>>(names.map((name) => [name, []]))
+  for (const name of names) await run(count / 4, pick(name))
+  for (let round = 0; round < rounds; round++) {
+    for (const name of round % 2 === 0 ? names : [...names].reverse()) {
+      const cpu = process.cpuUsage()
+      await run(perRound, pick(name))
+      const used = process.cpuUsage(cpu)
+      samples.get(name)!.push((used.user + used.system) / perRound)
+    }
+  }
+  const quantile = (values: ReadonlyArray<number>, q: number) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const rank = q * (sorted.length - 1)
+    const low = Math.floor(rank)
+    return sorted[low]! + (sorted[Math.min(low + 1, sorted.length - 1)]! - sorted[low]!) * (rank - low)
+  }
+  const base = samples.get(names[0]!)!
+  console.log(`${fibers} fiber(s), ${rounds} rounds of ${perRound} transactions per variant; CPU µs per transaction:`)
+  console.table(names.map((name) => {
+    const values = samples.get(name)!
+    const ratios = values.map((value, round) => value / base[round]!)
+    return {
+      variant: name,
+      "CPU µs/tx": Number(quantile(values, 0.5).toFixed(1)),
+      [`× ${names[0]}`]: Number(quantile(ratios, 0.5).toFixed(3)),
+      q1: Number(quantile(ratios, 0.25).toFixed(3)),
+      q3: Number(quantile(ratios, 0.75).toFixed(3))
+    }
+  }))
+  await runtime.dispose()
+  process.exit(0)
+}
+
+const session = new Inspector.Session()
+session.connect()
+await session.post("Profiler.enable")
+await session.post("Profiler.setSamplingInterval", { interval: 100 })
+await session.post("Profiler.start")
+const cpu = process.cpuUsage()
+await run(count)
+const used = process.cpuUsage(cpu)
+const { profile } = await session.post("Profiler.stop")
+session.disconnect()
+await runtime.dispose()
+if (outFile !== undefined) Fs.writeFileSync(outFile, JSON.stringify(profile))
+
+// Self time per function (by name and location), from the samples' time deltas.
+const project = new URL("../dist/", import.meta.url).href
+const locate = (url: string) =>
+  url.startsWith(project) ? `effect-sql-tx/${url.slice(project.length)}` : url.replace(/^.*node_modules\//, "")
+const packageOf = (url: string, functionName: string) => {
+  if (url === "") return functionName.startsWith("(") ? functionName : "(native)"
+  const where = locate(url)
+  if (where.startsWith("effect-sql-tx/")) return "effect-sql-tx"
+  if (where.startsWith("@")) return where.split("/").slice(0, 2).join("/")
+  if (where.startsWith("node:")) return "node"
+  return where.split("/")[0]!
+}
+const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+const self = new Map<string, number>()
+const byPackage = new Map<string, number>()
+let total = 0
+for (let i = 0; i < profile.samples!.length; i++) {
+  const { columnNumber, functionName, lineNumber, url } = byId.get(profile.samples![i]!)!.callFrame
+  const delta = profile.timeDeltas![i]!
+  total += delta
+  const key = url === ""
+    ? functionName
+    : `${functionName || "(anonymous)"} ${locate(url)}:${lineNumber + 1}:${columnNumber + 1}`
+  self.set(key, (self.get(key) ?? 0) + delta)
+  const owner = packageOf(url, functionName)
+  byPackage.set(owner, (byPackage.get(owner) ?? 0) + delta)
+}
+const percent = (micros: number) => Number((100 * micros / total).toFixed(1))
+
+console.log(
+  `${variant}, ${fibers} fiber(s), ${count} transactions: ${
+    ((used.user + used.system) / count).toFixed(1)
+  } CPU µs per ` +
+    `transaction; self time by package (%):`
+)
+console.table(
+  [...byPackage].sort((a, b) => b[1] - a[1]).map(([name, micros]) => ({ package: name, "%": percent(micros) }))
+)
+console.log("top functions by self time (%):")
+console.table(
+  [...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([key, micros]) => ({ function: key, "%": percent(micros) }))
+)
