@@ -262,8 +262,17 @@ for (const target of targets) {
           const retries = (yield* retriesOf) - before
           const placed = outcomes.filter(Either.isRight).length
           const failures = outcomes.filter(Either.isLeft).map((e) => e.left._tag)
-          // 8 in stock for 12 orders: the others are refused (or, rarely, ran out of retries), never oversold.
-          for (const tag of failures) assert.oneOf(tag, ["OutOfStock", "SerializationFailure", "DeadlockDetected"])
+          // 8 in stock for 12 orders: the others are refused (or, rarely, on a loaded machine, ran out of retries or
+          // of time), never oversold; whatever happened, the books balance.
+          for (const tag of failures) {
+            assert.oneOf(tag, [
+              "OutOfStock",
+              "SerializationFailure",
+              "DeadlockDetected",
+              "LockTimeout",
+              "TransactionTimeout"
+            ])
+          }
           assert.isAtMost(placed, 8)
           assert.strictEqual(yield* checkBooks(shop.t, initialOf(data), shop.sent), placed)
           if (target.concurrent) {
