@@ -8,8 +8,8 @@ const debitAndCredit = Effect.gen(function*() {
   yield* sql`UPDATE accounts SET balance = balance + 100 WHERE id = 2`
 })
 
-// Before: a failed COMMIT is a defect (a SERIALIZABLE conflict at COMMIT cannot be caught nor retried), a
-// PostgreSQL COMMIT turned into ROLLBACK reports success, no options, no timeout that reaches the server.
+// Before: a failed COMMIT is a defect (a SERIALIZABLE conflict at COMMIT can be neither caught nor retried), a
+// PostgreSQL COMMIT turned into ROLLBACK reports success, and the isolation level has to be set by hand.
 export const before = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.withTransaction(debitAndCredit))
 
 // After: the same body. Errors are typed and classified, and the transaction can be retried as a whole.
