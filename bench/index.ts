@@ -7,6 +7,7 @@
  *   npm run bench -- --only pg,sqlite   # some databases
  *   npm run bench -- --only monitor     # the monitor's cost alone (bench/monitor.ts; it also runs with sqlite)
  *   npm run bench -- --only dashboard   # the dashboard's cost alone (bench/dashboard.ts; it also runs with sqlite)
+ *   npm run bench -- --only budget      # the per-operation CPU budget alone (bench/budget.ts; runs with pg too)
  *   npm run bench -- --only loads       # the realistic loads alone (bench/loads.ts: TPC-B, 100 on a pool of 20,
  *                                       # nesting depth 5, contention per retry policy; PostgreSQL, MariaDB, SQLite)
  *
@@ -286,6 +287,7 @@ const sqliteBench = async () => {
 }
 
 const report = () => {
+  if (results.length === 0 && jsonFile === undefined) return
   const rows = results.map((r) => {
     const base = results.find((b) =>
       b.database === r.database && b.scenario === r.scenario && b.variant === "sql.withTransaction"
@@ -342,6 +344,10 @@ const main = async () => {
   }
   if (only.includes("pg")) await pgBench()
   if (only.includes("mysql")) await mysqlBench()
+  if (only.includes("budget") || only.includes("pg")) {
+    const { budgetBench } = await import("./budget.js")
+    await budgetBench({ quick, extra, pgUrl, mysqlUrl, only })
+  }
   if (only.includes("loads")) {
     const { loads } = await import("./loads.js")
     await loads({ quick, extra, pgUrl, mysqlUrl })
