@@ -11,9 +11,9 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
-import { mysql } from "./internal/dialect/mysql.js"
-import { pg } from "./internal/dialect/pg.js"
-import { sqlite } from "./internal/dialect/sqlite.js"
+import * as MysqlDialect from "./internal/dialect/mysql.js"
+import * as PgDialect from "./internal/dialect/pg.js"
+import * as SqliteDialect from "./internal/dialect/sqlite.js"
 import type { ResolvedTransactionOptions } from "./Transaction.js"
 import type { DatabaseErrorTag, InvalidTransactionOptions } from "./TransactionError.js"
 import { UnsupportedDialect } from "./TransactionError.js"
@@ -148,29 +148,29 @@ export interface Dialect {
   readonly poolSize: (sql: SqlClient.SqlClient) => number | undefined
 }
 
-export {
-  /**
-   * MySQL and MariaDB through `@effect/sql-mysql2`.
-   *
-   * @since 0.1.0
-   * @category dialects
-   */
-  mysql,
-  /**
-   * PostgreSQL through `@effect/sql-pg`.
-   *
-   * @since 0.1.0
-   * @category dialects
-   */
-  pg,
-  /**
-   * SQLite through `@effect/sql-sqlite-node`.
-   *
-   * @since 0.1.0
-   * @category dialects
-   */
-  sqlite
-}
+/**
+ * MySQL and MariaDB through `@effect/sql-mysql2`.
+ *
+ * @since 0.1.0
+ * @category dialects
+ */
+export const mysql: Dialect = MysqlDialect.mysql
+
+/**
+ * PostgreSQL through `@effect/sql-pg`.
+ *
+ * @since 0.1.0
+ * @category dialects
+ */
+export const pg: Dialect = PgDialect.pg
+
+/**
+ * SQLite through `@effect/sql-sqlite-node`.
+ *
+ * @since 0.1.0
+ * @category dialects
+ */
+export const sqlite: Dialect = SqliteDialect.sqlite
 
 /**
  * The dialect of a `SqlClient`, from its compiler's dialect.

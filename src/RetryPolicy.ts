@@ -10,6 +10,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import { dual } from "effect/Function"
 import * as GlobalValue from "effect/GlobalValue"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -230,11 +231,37 @@ const errorTagOf = (error: unknown): string => {
  * @since 0.1.0
  * @category combinators
  */
-export const withRetry = <Out = unknown, R2 = never>(
-  policy: RetryPolicy<Out, R2> = defaultPolicy as RetryPolicy<any, any>
-) =>
-<A, E, R>(
-  self: Effect.Effect<A, E, R>
+export const withRetry: {
+  /**
+   * Data-last: `effect.pipe(withRetry(policy))`.
+   *
+   * @since 0.1.0
+   * @category combinators
+   */
+  <Out = unknown, R2 = never>(
+    policy?: RetryPolicy<Out, R2>
+  ): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | TransactionError.InvalidTransactionOptions, R | R2>
+  /**
+   * Data-first: `withRetry(effect, policy)`.
+   *
+   * @since 0.1.0
+   * @category combinators
+   */
+  <A, E, R, Out = unknown, R2 = never>(
+    self: Effect.Effect<A, E, R>,
+    policy?: RetryPolicy<Out, R2>
+  ): Effect.Effect<A, E | TransactionError.InvalidTransactionOptions, R | R2>
+} = dual(
+  (args) => Effect.isEffect(args[0]),
+  <A, E, R, Out, R2>(
+    self: Effect.Effect<A, E, R>,
+    policy?: RetryPolicy<Out, R2>
+  ): Effect.Effect<A, E | TransactionError.InvalidTransactionOptions, R | R2> => retrying(self, policy ?? defaultPolicy)
+)
+
+const retrying = <A, E, R, Out, R2>(
+  self: Effect.Effect<A, E, R>,
+  policy: RetryPolicy<Out, R2>
 ): Effect.Effect<A, E | TransactionError.InvalidTransactionOptions, R | R2> => {
   const invalidError = invalidOf(policy)
   if (invalidError !== undefined) return Effect.fail(invalidError)

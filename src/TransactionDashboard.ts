@@ -29,7 +29,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Http from "node:http"
 import * as Routes from "./internal/dashboard/routes.js"
-import * as TransactionMetrics from "./TransactionMetrics.js"
+import * as Prometheus from "./Prometheus.js"
 import type { TransactionMonitor } from "./TransactionMonitor.js"
 
 /**
@@ -55,7 +55,7 @@ export interface DashboardOptions {
  * "/tx" }))`): `GET /` (the page), `/assets/*`, `/api/events` (server-sent events), `/api/snapshot`,
  * `/api/history?from&to&limit`, `/api/alerts?level&since&rule&transaction&status&limit`, `/api/report.json`,
  * `/api/report.csv` (`?from&to`), `/health` (200 healthy or degraded, 503 unhealthy) and `/metrics` (Prometheus,
- * when `TransactionMetrics.Prometheus` is in context; 404 otherwise). Times are epoch milliseconds; malformed
+ * when `Prometheus.Prometheus` is in context; 404 otherwise). Times are epoch milliseconds; malformed
  * parameters get a 400 with a JSON `{ error }`.
  *
  * @since 0.1.0
@@ -163,7 +163,7 @@ export const layer = (
   )
   return Layer.mergeAll(serve, listening).pipe(
     Layer.provide(server),
-    Layer.provide(TransactionMetrics.layerPrometheus)
+    Layer.provide(Prometheus.layer)
   )
 }
 

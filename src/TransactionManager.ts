@@ -193,11 +193,14 @@ export interface TransactionManager {
   readonly maxTransactionNames: number
   /** The clock transactions are timed with. */
   readonly clock: Clock.Clock
-  /** The outermost transactions running now, by id (live entries: read them through `active`). */
+  /**
+   * @internal
+   * The outermost transactions running now, by id: live entries, the library's own (read them through `active`).
+   */
   readonly registry: Map<string, ActiveTransaction>
   /** A copy of the registry: the outermost transactions running now, oldest first. */
   readonly active: Effect.Effect<ReadonlyArray<ActiveTransaction>>
-  /** A new transaction id, unique within this manager. */
+  /** @internal A new transaction id, unique within this manager. */
   readonly nextId: () => string
 }
 

@@ -1,6 +1,7 @@
 /**
  * The metrics of effect-sql-tx, built with Effect's `Metric` API (so that any Effect metrics exporter sees them),
- * their snapshot with derived figures, and a Prometheus endpoint through OpenTelemetry's exporter.
+ * and their snapshot with derived figures. The Prometheus endpoint has an entry point of its own,
+ * `effect-sql-tx/Prometheus` (it needs OpenTelemetry and `@effect/platform`; this module needs only `effect`).
  *
  * Every metric is tagged `transaction` (the transaction's name) and `db_system` (`postgresql`, `mysql`,
  * `sqlite`); `transactions_failed_total` and `transaction_retries_total` also `error`, the duration histogram
@@ -10,27 +11,15 @@
  *
  * @since 0.1.0
  */
-import * as OtelMetrics from "@effect/opentelemetry/Metrics"
-import * as OtelResource from "@effect/opentelemetry/Resource"
-import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
-import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricState from "effect/MetricState"
+import { keys } from "./internal/metricKeys.js"
 import * as Histogram from "./internal/monitor/histogram.js"
 import type { CountField } from "./TransactionMonitor.js"
-
-/**
- * @internal
- * The keys of the metrics: the library updates metrics made from tagged keys, whose registry hook is found once,
- * rather than `Metric.tagged` metrics, which build a new key at every update.
- */
-export const keys = {} as Record<string, MetricKey.MetricKey<any>>
 
 const counter = (name: string, description: string): Metric.Metric.Counter<number> => {
   const key = MetricKey.counter(name, { description, incremental: true })
@@ -375,65 +364,3 @@ export const snapshot: Effect.Effect<Snapshot> = Effect.map(Metric.snapshot, (pa
     byName: Object.fromEntries([...byName].map(([name, accumulator]) => [name, figures(accumulator)]))
   }
 })
-
-/**
- * A Prometheus scrape of every Effect metric (those of effect-sql-tx included), in the Prometheus text format,
- * made by OpenTelemetry's exporter through `@effect/opentelemetry`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Prometheus {
-  /** The metrics now, in the Prometheus text exposition format. */
-  readonly scrape: Effect.Effect<string>
-  /** `GET /metrics`: the scrape as an `@effect/platform` response. */
-  readonly response: Effect.Effect<HttpServerResponse.HttpServerResponse>
-}
-
-/**
- * @since 0.1.0
- * @category tags
- */
-export const Prometheus: Context.Tag<Prometheus, Prometheus> = Context.GenericTag<Prometheus>(
-  "effect-sql-tx/TransactionMetrics/Prometheus"
-)
-
-/**
- * The Prometheus exporter, for the dashboard to mount (or any `@effect/platform` router): it starts no server of
- * its own.
- *
- * @example
- * ```ts
- * import { HttpRouter } from "@effect/platform"
- * import { Effect } from "effect"
- * import { TransactionMetrics } from "effect-sql-tx"
- *
- * const router = HttpRouter.empty.pipe(
- *   HttpRouter.get("/metrics", Effect.flatMap(TransactionMetrics.Prometheus, (p) => p.response))
- * )
- * ```
- *
- * @since 0.1.0
- * @category layers
- */
-export const layerPrometheus: Layer.Layer<Prometheus> = Layer.scoped(
-  Prometheus,
-  Effect.gen(function*() {
-    const exporter = new PrometheusExporter({ preventServerStart: true })
-    const producer = yield* OtelMetrics.makeProducer.pipe(
-      Effect.provide(OtelResource.layer({ serviceName: "effect-sql-tx" }))
-    )
-    yield* OtelMetrics.registerProducer(producer, () => exporter)
-    const serializer = new PrometheusSerializer()
-    const scrape = Effect.promise(() => exporter.collect()).pipe(
-      Effect.map(({ resourceMetrics }) => serializer.serialize(resourceMetrics))
-    )
-    return Prometheus.of({
-      scrape,
-      response: Effect.map(
-        scrape,
-        (body) => HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
-      )
-    })
-  })
-)

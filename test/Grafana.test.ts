@@ -17,10 +17,11 @@ import {
   TransactionError,
   TransactionLayer,
   TransactionManager,
-  TransactionMetrics,
   TransactionMonitor,
   withRetry
 } from "../src/index.js"
+import { keys } from "../src/internal/metricKeys.js"
+import * as Prometheus from "../src/Prometheus.js"
 import { deadlock } from "./suites/TransactionSuite.js"
 
 const grafana = (file: string) => Path.join(import.meta.dirname, "..", "grafana", file)
@@ -98,14 +99,14 @@ const ScrapeLive = Layer.effect(
       for (let i = 0; i < 3; i++) yield* Transaction.savepoint()
     }).pipe(Transaction.atomic({ name }), Effect.provideService(TransactionManager.TransactionManager, tuned))
 
-    const prometheus = yield* TransactionMetrics.Prometheus
+    const prometheus = yield* Prometheus.Prometheus
     return parseScrape(yield* prometheus.scrape)
   })
 ).pipe(
   Layer.provide(
     TransactionLayer.pipe(
       Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })),
-      Layer.merge(TransactionMetrics.layerPrometheus)
+      Layer.merge(Prometheus.layer)
     )
   )
 )
@@ -441,7 +442,7 @@ describe("grafana", () => {
     it.effect("the workload makes a series of every metric, under the names the exporter writes", () =>
       Effect.gen(function*() {
         const scraped = yield* Scrape
-        for (const [name, key] of Object.entries(TransactionMetrics.keys)) {
+        for (const [name, key] of Object.entries(keys)) {
           const exported = MetricKeyType.isHistogramKey(key.keyType)
             ? [`${name}_bucket`, `${name}_sum`, `${name}_count`]
             : [name]

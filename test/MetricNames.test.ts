@@ -15,6 +15,7 @@ import {
   TransactionMetrics,
   withRetry
 } from "../src/index.js"
+import * as Prometheus from "../src/Prometheus.js"
 import { deadlock } from "./suites/TransactionSuite.js"
 import * as Databases from "./utils/databases.js"
 
@@ -36,7 +37,7 @@ describe("maxTransactionNames", () => {
     })
     const live = TransactionManager.layer({ maxTransactionNames: 3, longRunningThreshold: "20 millis" }).pipe(
       Layer.provideMerge(Databases.sqlite()),
-      Layer.merge(TransactionMetrics.layerPrometheus)
+      Layer.merge(Prometheus.layer)
     )
     const tx = (name: string) => Transaction.atomic(Effect.void, { name })
     const warnings = () => logged.filter((l) => l.message.includes("maxTransactionNames"))
@@ -80,7 +81,7 @@ describe("maxTransactionNames", () => {
       assert.strictEqual(other.active, 0)
       assert.strictEqual(warnings().length, 1)
 
-      const text = yield* Effect.flatMap(TransactionMetrics.Prometheus, (p) => p.scrape)
+      const text = yield* Effect.flatMap(Prometheus.Prometheus, (p) => p.scrape)
       const started = text.split("\n").filter((l) => l.startsWith("transactions_started_total{"))
       assert.strictEqual(started.length, 4)
       assert.isTrue(started.some((l) => l.includes(`transaction="other"`) && l.endsWith(" 7")))

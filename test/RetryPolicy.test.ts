@@ -51,6 +51,21 @@ describe("RetryPolicy", () => {
       assert.deepStrictEqual(capped.delays, [300, 900, 1000, 1000])
     }))
 
+  it.effect("withRetry is dual: data-first with and without a policy, like data-last", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const flaky = (failures: number) =>
+        Effect.suspend(() => ++calls <= failures ? Effect.fail(deadlock()) : Effect.succeed(calls))
+      assert.strictEqual(yield* withRetry(flaky(2), Schedule.recurs(3)), 3)
+      calls = 0
+      const exhausted = yield* Effect.either(withRetry(flaky(9), Schedule.recurs(1)))
+      assert.isTrue(Either.isLeft(exhausted) && calls === 2, `2 attempts, then the error: ${calls}`)
+      calls = 0
+      const withDefault = yield* Effect.fork(withRetry(flaky(1)))
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(withDefault), 2)
+    }))
+
   it.effect("succeeds as soon as an attempt succeeds", () =>
     Effect.gen(function*() {
       const { count, result } = yield* attempts(RetryPolicy.default, deadlock, 2)

@@ -18,6 +18,7 @@ import type { DbSystem } from "../Dialect.js"
 import type { TransactionManager } from "../TransactionManager.js"
 import * as TransactionMetrics from "../TransactionMetrics.js"
 import type { CountField, NameReading } from "../TransactionMonitor.js"
+import { keys } from "./metricKeys.js"
 
 /** @internal How a transaction ended, as the duration histogram's `outcome` tag says it. */
 export type Outcome = "committed" | "rolled_back" | "unknown"
@@ -95,7 +96,7 @@ const bucketOf = (seconds: number): number => {
 const make = (name: string, dbSystem: DbSystem): Recorder => {
   const labels = [MetricLabel.make("transaction", name), MetricLabel.make("db_system", dbSystem)]
   const tag = <M extends Metric.Metric<any, any, any>>(metric: string, ...extra: Array<MetricLabel.MetricLabel>): M =>
-    Metric.fromMetricKey(MetricKey.taggedWithLabels(TransactionMetrics.keys[metric]!, [...labels, ...extra])) as any
+    Metric.fromMetricKey(MetricKey.taggedWithLabels(keys[metric]!, [...labels, ...extra])) as any
   const started = tag<Counter>("transactions_started_total")
   const committed = tag<Counter>("transactions_committed_total")
   const rolledBack = tag<Counter>("transactions_rolled_back_total")

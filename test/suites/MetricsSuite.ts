@@ -12,6 +12,7 @@ import {
   TransactionMetrics,
   withRetry
 } from "../../src/index.js"
+import * as Prometheus from "../../src/Prometheus.js"
 import { recordingTracer } from "../utils/tracer.js"
 import type { Target } from "./TransactionSuite.js"
 import { Boom, deadlock, makeTable } from "./TransactionSuite.js"
@@ -19,7 +20,7 @@ import { Boom, deadlock, makeTable } from "./TransactionSuite.js"
 export const suite = (target: Target) => {
   const live = TransactionLayer.pipe(
     Layer.provideMerge(target.layer()),
-    Layer.merge(TransactionMetrics.layerPrometheus)
+    Layer.merge(Prometheus.layer)
   )
 
   describe(`${target.name}: metrics`, () => {
@@ -78,7 +79,7 @@ export const suite = (target: Target) => {
           assert.closeTo(figures.failureRate, 6 / 11, 1e-9)
 
           // The same counters, scraped in the Prometheus text format.
-          const prometheus = yield* TransactionMetrics.Prometheus
+          const prometheus = yield* Prometheus.Prometheus
           const text = yield* prometheus.scrape
           const sample = (metric: string, labels: string) => {
             const line = text.split("\n").find((l) =>

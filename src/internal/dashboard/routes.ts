@@ -9,8 +9,8 @@ import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as Crypto from "node:crypto"
+import * as Prometheus from "../../Prometheus.js"
 import type { DashboardOptions } from "../../TransactionDashboard.js"
-import * as TransactionMetrics from "../../TransactionMetrics.js"
 import { type AlertLevel, levels, TransactionMonitor } from "../../TransactionMonitor.js"
 import * as Assets from "./assets.js"
 import * as Events from "./events.js"
@@ -223,12 +223,12 @@ export const make = (
   )
 
   const metrics = guarded(Effect.flatMap(
-    Effect.serviceOption(TransactionMetrics.Prometheus),
+    Effect.serviceOption(Prometheus.Prometheus),
     (prometheus) =>
       prometheus._tag === "Some"
         ? prometheus.value.response
         : Effect.succeed(
-          jsonResponse({ error: "no Prometheus exporter: provide TransactionMetrics.layerPrometheus" }, 404)
+          jsonResponse({ error: "no Prometheus exporter: provide Prometheus.layer" }, 404)
         )
   ))
 
