@@ -40,17 +40,23 @@ const pairs: ReadonlyArray<Pair> = [
 const coordinator = (
   pair: Pair,
   config: Partial<TwoPhaseCommit.Config<ReadonlyArray<TwoPhaseCommit.Participant<unknown>>>> = {}
-) =>
-  TwoPhaseCommit.make({
-    coordinatorId: T.uniqueCoordinator(),
-    participants: [
-      TwoPhaseCommit.participant(pair.a.name, pair.a.layer()),
-      TwoPhaseCommit.participant(pair.b.name, pair.b.layer())
-    ],
-    log: pair.a.name,
-    recovery: false,
-    ...config
-  })
+) => {
+  const coordinatorId = T.uniqueCoordinator()
+  // Before the tables are dropped (finalizers run in reverse): a prepared transaction left would block the DROP.
+  return Effect.zipRight(
+    Effect.addFinalizer(() => T.cleanupPrepared(coordinatorId)),
+    TwoPhaseCommit.make({
+      coordinatorId,
+      participants: [
+        TwoPhaseCommit.participant(pair.a.name, pair.a.layer()),
+        TwoPhaseCommit.participant(pair.b.name, pair.b.layer())
+      ],
+      log: pair.a.name,
+      recovery: false,
+      ...config
+    })
+  )
+}
 
 const tables = (pair: Pair) =>
   Effect.gen(function*() {

@@ -73,6 +73,25 @@ export const preparedLeft = (
     return [...pgRows.map((row) => row.gid), ...myGids]
   }))
 
+/**
+ * Rolls back whatever a coordinator left prepared, on the three databases: registered by the tests before their
+ * tables are dropped, as a prepared transaction keeps its locks (a DROP TABLE would wait for it forever).
+ */
+export const cleanupPrepared = (coordinatorId: string, prefix = "etx2pc"): Effect.Effect<void> =>
+  Effect.scoped(Effect.gen(function*() {
+    const stem = `${prefix}.${coordinatorId}.`
+    const pgA = yield* Databases.pgAdmin
+    const pgB = yield* pgBAdmin
+    for (const sql of [pgA, pgB]) {
+      const rows = yield* sql<{ gid: string }>`SELECT gid FROM pg_prepared_xacts
+        WHERE database = current_database() AND left(gid, ${stem.length}) = ${stem}`
+      for (const row of rows) yield* Effect.ignore(sql.unsafe(`ROLLBACK PREPARED '${row.gid}'`))
+    }
+    const my = yield* mysqlAdminClient
+    const left = yield* preparedLeft(coordinatorId, prefix)
+    for (const gid of left) yield* Effect.ignore(my.unsafe(`XA ROLLBACK '${gid}'`).unprepared)
+  })).pipe(Effect.ignore)
+
 /** A participant's table of rows (id, amount), created empty; dropped with the scope. */
 export const table = (
   sql: SqlClient.SqlClient,
