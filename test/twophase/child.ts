@@ -57,6 +57,7 @@ const program = Effect.scoped(Effect.gen(function*() {
     yield* c.run({ a: transfer(id, 10, -1), b: transfer(id, 10, 1) }, { name: "crash" })
     return
   }
+  process.stdout.write("ready\n")
   for (let i = 0;; i++) {
     const id = `${process.pid}-${i}`
     const amount = 1 + (i % 7)
