@@ -51,7 +51,6 @@ import * as Layer from "effect/Layer"
 import type { DialectName } from "./Dialect.js"
 import * as internal from "./internal/twophase/coordinator.js"
 import type { IsolationLevel } from "./IsolationLevel.js"
-import type { Transaction } from "./Transaction.js"
 import { type TransactionError, TypeId } from "./TransactionError.js"
 import type { TransactionManager } from "./TransactionManager.js"
 
@@ -402,7 +401,7 @@ export type Results<B extends Record<string, Effect.Effect<any, any, any>>> = {
  * @since 0.1.0
  * @category models
  */
-export type Provided = SqlClient.SqlClient | TransactionManager | Transaction
+export type Provided = SqlClient.SqlClient | TransactionManager
 
 /**
  * @since 0.1.0

@@ -5,7 +5,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer } from "effect"
+import { Effect, Exit, Layer, Metric } from "effect"
 import { Transaction, TransactionError, TwoPhaseCommit } from "../src/index.js"
 import * as Protocol from "../src/internal/twophase/protocol.js"
 import * as Databases from "./utils/databases.js"
@@ -281,6 +281,122 @@ describe("two-phase commit", () => {
             `SELECT txid, decision FROM effect_sql_tx_2pc_log WHERE coordinator = '${c.coordinatorId}'`
           )
           assert.deepStrictEqual(log.map((r) => [r.txid, r.decision]), [[tx2, "abort"]])
+        }).pipe(Effect.scoped))
+
+      it.live("phase two: a branch whose connection is lost after the decision is committed on another", () =>
+        Effect.gen(function*() {
+          const t = yield* tables(pair)
+          // The body notes its session; at the decision the test kills that session.
+          let session = 0
+          const note = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql.onDialectOrElse({
+              pg: () => sql<{ id: number }>`SELECT pg_backend_pid() AS id`,
+              orElse: () => sql<{ id: number }>`SELECT CONNECTION_ID() AS id`
+            })).pipe(Effect.map((rows) => {
+              session = Number(rows[0]!.id)
+            }))
+          const killer = () =>
+            t.b.onDialectOrElse({
+              pg: () => t.b`SELECT pg_terminate_backend(${session})`,
+              orElse: () => t.b.unsafe(`KILL ${session}`)
+            })
+          const c = yield* coordinator(pair, {
+            probe: (point) => point === "decided" ? Effect.orDie(Effect.suspend(killer)) : Effect.void
+          })
+          yield* c.run({
+            [pair.a.name]: T.insert(t.name, "k1"),
+            [pair.b.name]: Effect.zipRight(T.insert(t.name, "k1"), note)
+          })
+          // The session that prepared the branch is gone: the COMMIT went through another.
+          const alive = yield* t.b.onDialectOrElse({
+            pg: () => t.b<{ n: number }>`SELECT COUNT(*)::int AS n FROM pg_stat_activity WHERE pid = ${session}`,
+            orElse: () =>
+              t.b<{ n: number }>`SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ${session}`
+          })
+          assert.isAbove(session, 0)
+          assert.strictEqual(Number(alive[0]!.n), 0)
+          assert.deepStrictEqual(yield* t.rows, [["k1"], ["k1"]])
+          assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+        }).pipe(Effect.scoped))
+
+      it.live("a transaction another coordinator presumed aborted before the decision rolls back: TwoPhaseAborted", () =>
+        Effect.gen(function*() {
+          const t = yield* tables(pair)
+          const coordinatorId = T.uniqueCoordinator()
+          yield* Effect.addFinalizer(() => T.cleanupPrepared(coordinatorId))
+          const participants = [
+            TwoPhaseCommit.participant(pair.a.name, pair.a.layer()),
+            TwoPhaseCommit.participant(pair.b.name, pair.b.layer())
+          ]
+          // A second process with the same id (a misconfiguration, or a restart that overlaps) and no threshold.
+          const other = yield* TwoPhaseCommit.make({
+            coordinatorId,
+            participants,
+            log: pair.a.name,
+            recovery: false,
+            recoveryThreshold: 0
+          })
+          const c = yield* TwoPhaseCommit.make({
+            coordinatorId,
+            participants,
+            log: pair.a.name,
+            recovery: false,
+            probe: (point) => point === "prepared-all" ? Effect.asVoid(other.recover) : Effect.void
+          })
+          const error = yield* Effect.flip(
+            c.run({ [pair.a.name]: T.insert(t.name, "a1"), [pair.b.name]: T.insert(t.name, "a1") })
+          )
+          assert.strictEqual(error._tag, "TwoPhaseAborted")
+          assert.deepStrictEqual(yield* t.rows, [[], []])
+          assert.deepStrictEqual(yield* T.preparedLeft(coordinatorId), [])
+        }).pipe(Effect.scoped))
+
+      it.live("a coordinator slower than the recovery threshold rolls back instead of committing", () =>
+        Effect.gen(function*() {
+          const t = yield* tables(pair)
+          const c = yield* coordinator(pair, { recoveryThreshold: "50 millis" })
+          const error = yield* Effect.flip(c.run({
+            [pair.a.name]: Effect.zipRight(T.insert(t.name, "s1"), Effect.sleep("100 millis")),
+            [pair.b.name]: T.insert(t.name, "s1")
+          }))
+          assert.strictEqual(error._tag, "TwoPhaseAborted")
+          assert.match((error as Error).message, /recovery threshold/)
+          assert.deepStrictEqual(yield* t.rows, [[], []])
+          assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+        }).pipe(Effect.scoped))
+
+      it.live("hooks run after the outcome; metrics count it", () =>
+        Effect.gen(function*() {
+          const t = yield* tables(pair)
+          const events: Array<string> = []
+          const c = yield* coordinator(pair, {
+            hooks: {
+              beforeCommit: (info) => Effect.sync(() => events.push(`before ${info.name}`)),
+              afterCommit: (info) => Effect.sync(() => events.push(`committed ${info.name}`)),
+              afterRollback: (info) =>
+                Effect.zipRight(Effect.sync(() => events.push(`rolled back ${info.name}`)), Effect.fail("ignored"))
+            }
+          })
+          const name = `hooks_${pair.b.name}`
+          yield* c.run({ [pair.a.name]: T.insert(t.name, "h1"), [pair.b.name]: T.insert(t.name, "h1") }, { name })
+          yield* Effect.flip(c.run({
+            [pair.a.name]: T.insert(t.name, "h2"),
+            [pair.b.name]: Effect.zipRight(T.insert(t.name, "h2"), Effect.fail(new Boom()))
+          }, { name }))
+          assert.deepStrictEqual(events, [`before ${name}`, `committed ${name}`, `rolled back ${name}`])
+          const counters = (yield* Metric.snapshot).filter((pair) =>
+            pair.metricKey.tags.some((tag) => tag.key === "transaction" && tag.value === name)
+          )
+          const value = (metric: string) =>
+            counters.filter((p) => p.metricKey.name === metric).reduce(
+              (sum, p) => sum + ((p.metricState as { count?: number }).count ?? 0),
+              0
+            )
+          assert.strictEqual(value("two_phase_transactions_started_total"), 2)
+          assert.strictEqual(value("two_phase_transactions_committed_total"), 1)
+          assert.strictEqual(value("two_phase_transactions_rolled_back_total"), 1)
+          assert.strictEqual(value("two_phase_transactions_failed_total"), 1)
+          assert.strictEqual(value("two_phase_duration_seconds"), 2)
         }).pipe(Effect.scoped))
     })
   }
