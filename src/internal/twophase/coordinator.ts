@@ -77,6 +77,19 @@ const member = (
       ? existing.value
       : yield* Effect.provideService(TransactionManager.make(), SqlClient.SqlClient, sql)
     const protocol = dialectName === "pg" ? Protocol.pg : Protocol.mysql
+    if (dialectName === "mysql") {
+      const [row] = yield* outside(sql<{ version: string }>`SELECT VERSION() AS version`)
+      const version = String(row?.version ?? "")
+      const [major, minor] = version.split(".").map(Number)
+      const mariadb = /mariadb/i.test(version)
+      // Before MariaDB 10.5 (and MySQL 5.7.7), a prepared XA branch was rolled back when its session ended.
+      if (mariadb ? major! * 100 + minor! < 1005 : major! * 100 + minor! < 507) {
+        yield* Effect.logWarning(
+          "effect-sql-tx: this server rolls back prepared XA transactions when their session ends: " +
+            "two-phase commit needs MariaDB 10.5 or later (MySQL 5.7.7 or later) to survive a coordinator crash"
+        ).pipe(Effect.annotateLogs({ participant: participant.name, version }))
+      }
+    }
     if (dialectName === "pg") {
       const rows = yield* outside(sql<{ max_prepared_transactions: string }>`SHOW max_prepared_transactions`)
       if (Number(rows[0]?.max_prepared_transactions) === 0) {
@@ -364,6 +377,8 @@ const finishPrepared = (
     Effect.tap(() =>
       Effect.sync(() => {
         branch.state = "finished"
+        // Finished on its own session (still there): the session is clean and goes back to the pool.
+        if (branch.conn !== undefined) branch.destroy = false
       })
     )
   )
@@ -682,6 +697,13 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
         })
       }
       decision = second.value
+      if (decision === "abort") {
+        yield* rollbackAll(branches)
+        return yield* new TwoPhaseAborted({
+          transactionId: txid,
+          reason: `its commit decision could not be logged (${String(Cause.squash(decided.cause))})`
+        })
+      }
     }
     if (decision === "abort") {
       yield* rollbackAll(branches)
@@ -811,12 +833,14 @@ const recover = (settings: Settings): Effect.Effect<TwoPhaseCommit.RecoveryRepor
       const label = outcome.right === "commit" ? "committed" : "rolled_back"
       if (outcome.right === "commit") committed++
       else rolledBack++
-      yield* Metric.increment(Metric.tagged(Metrics.resolved, "outcome", label))
+      yield* Metric.increment(
+        Metric.tagged(Metric.tagged(Metrics.resolved, "outcome", label), "coordinator", settings.coordinatorId)
+      )
       yield* Effect.logInfo(`effect-sql-tx: in-doubt prepared transaction ${label}`).pipe(
         Effect.annotateLogs({ participant: branch.member.name, gid: branch.gid, age: `${Math.round(branch.age)}s` })
       )
     }
-    yield* Metric.set(Metrics.inDoubt, failed)
+    yield* Metric.set(Metric.tagged(Metrics.inDoubt, "coordinator", settings.coordinatorId), failed)
     // Forget finished decisions: the rows are read before the second scan, and a commit row is written only once
     // every branch is prepared, so a row whose transaction the scan does not list any more is finished.
     const forgotten = yield* Effect.catchAllCause(
