@@ -401,7 +401,7 @@ describe("two-phase commit", () => {
     })
   }
 
-  describe("errors", () => {
+  describe("API, options and errors", () => {
     it.live("SQLite cannot take part", () =>
       Effect.gen(function*() {
         const error = yield* Effect.flip(TwoPhaseCommit.make({
@@ -436,6 +436,46 @@ describe("two-phase commit", () => {
         const level = yield* Effect.flip(c.run({ pg: Effect.void }, { isolation: "chaos" as never }))
         assert.strictEqual(level._tag, "InvalidTwoPhaseConfig")
         assert.isTrue(TransactionError.isTransactionError(level))
+      }).pipe(Effect.scoped))
+
+    it.live("the layer and the accessors: run, inDoubt, recover; a caller's own transaction is not used", () =>
+      Effect.gen(function*() {
+        const pair = pairs[1]!
+        const t = yield* tables(pair)
+        const coordinatorId = T.uniqueCoordinator()
+        yield* Effect.addFinalizer(() => T.cleanupPrepared(coordinatorId))
+        const live = TwoPhaseCommit.layer({
+          coordinatorId,
+          participants: [
+            TwoPhaseCommit.participant("pga", T.pgLayer()),
+            TwoPhaseCommit.participant("pgb", T.pgBLayer())
+          ],
+          log: "pga"
+        })
+        const database = Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => Effect.map(sql<{ db: string }>`SELECT current_database() AS db`, (rows) => rows[0]!.db)
+        )
+        const program = Effect.gen(function*() {
+          const result = yield* TwoPhaseCommit.run({
+            pga: Effect.zipRight(T.insert(t.name, "l1"), database),
+            pgb: Effect.zipRight(T.insert(t.name, "l1"), Effect.as(database, 7))
+          })
+          // The result's type follows the bodies.
+          const check: { pga: string; pgb: number } = result
+          assert.deepStrictEqual(check, { pga: "test", pgb: 7 })
+          assert.deepStrictEqual(yield* TwoPhaseCommit.inDoubt, [])
+          const report = yield* TwoPhaseCommit.recover
+          assert.strictEqual(report.found, 0)
+        })
+        // Inside a transaction of the caller on database b's admin client (the one global TransactionConnection
+        // key): the bodies still run on their own branches, and the caller's rollback does not undo them.
+        const exit = yield* t.b.withTransaction(Effect.zipRight(program, Effect.fail("caller rolls back"))).pipe(
+          Effect.provide(live),
+          Effect.exit
+        )
+        assert.isTrue(Exit.isFailure(exit))
+        assert.deepStrictEqual(yield* t.rows, [["l1"], ["l1"]])
       }).pipe(Effect.scoped))
 
     it.live("the isolation level applies per participant", () =>
