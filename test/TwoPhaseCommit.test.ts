@@ -528,6 +528,27 @@ describe("two-phase commit", () => {
         assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
       }).pipe(Effect.scoped))
 
+    it.live("PostgreSQL: a branch aborted by a caught error cannot be prepared: PrepareFailed, all rolled back", () =>
+      Effect.gen(function*() {
+        const pair = pairs[0]!
+        const t = yield* tables(pair)
+        const c = yield* coordinator(pair)
+        const error = yield* Effect.flip(c.run({
+          [pair.b.name]: T.insert(t.name, "ab1"),
+          [pair.a.name]: Effect.zipRight(
+            T.insert(t.name, "ab1"),
+            Effect.ignore(Effect.flatMap(SqlClient.SqlClient, (sql) => sql`SELECT 1 / 0`))
+          )
+        }))
+        assert.strictEqual(error._tag, "PrepareFailed")
+        if (error._tag === "PrepareFailed") {
+          assert.strictEqual(error.participant, pair.a.name)
+          assert.strictEqual((error.cause as { _tag: string })._tag, "TransactionAborted")
+        }
+        assert.deepStrictEqual(yield* t.rows, [[], []])
+        assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+      }).pipe(Effect.scoped))
+
     it.live("PostgreSQL: LISTEN is a typed error at PREPARE", () =>
       Effect.gen(function*() {
         const pair = pairs[1]!
