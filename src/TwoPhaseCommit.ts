@@ -198,6 +198,12 @@ export interface RunOptions {
     | undefined
   /** Run the bodies concurrently (each on its own connection). Default `false`: one after the other. */
   readonly concurrent?: boolean | undefined
+  /**
+   * Hooks of this transaction, run after the coordinator's. (`Transaction.afterCommit` and the like, registered
+   * inside a body, belong to that body's branch: they would run when the branch's block ends, before the
+   * two-phase outcome is known. Register outcome hooks here.)
+   */
+  readonly hooks?: TwoPhaseHooks | undefined
 }
 
 // ---------------------------------------------------------------------------------------------------------------

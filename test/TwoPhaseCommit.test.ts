@@ -378,12 +378,21 @@ describe("two-phase commit", () => {
             }
           })
           const name = `hooks_${pair.b.name}`
-          yield* c.run({ [pair.a.name]: T.insert(t.name, "h1"), [pair.b.name]: T.insert(t.name, "h1") }, { name })
+          yield* c.run({ [pair.a.name]: T.insert(t.name, "h1"), [pair.b.name]: T.insert(t.name, "h1") }, {
+            name,
+            hooks: { afterCommit: () => Effect.sync(() => events.push("committed (run)")) }
+          })
           yield* Effect.flip(c.run({
             [pair.a.name]: T.insert(t.name, "h2"),
             [pair.b.name]: Effect.zipRight(T.insert(t.name, "h2"), Effect.fail(new Boom()))
           }, { name }))
-          assert.deepStrictEqual(events, [`before ${name}`, `committed ${name}`, `rolled back ${name}`])
+          assert.deepStrictEqual(events, [
+            `before ${name}`,
+            `committed ${name}`,
+            "committed (run)",
+            // A body failed: no beforeCommit.
+            `rolled back ${name}`
+          ])
           const counters = (yield* Metric.snapshot).filter((pair) =>
             pair.metricKey.tags.some((tag) => tag.key === "transaction" && tag.value === name)
           )

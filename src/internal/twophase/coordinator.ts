@@ -539,6 +539,7 @@ const run = (settings: Settings) =>
           yield* Metric.increment(tagged(Metrics.committed))
           yield* Metric.update(Metric.tagged(tagged(Metrics.duration), "outcome", "committed"), seconds)
           yield* runHook("afterCommit", settings.hooks?.afterCommit, info)
+          yield* runHook("afterCommit", options?.hooks?.afterCommit, info)
         } else {
           const outcome = Cause.failureOption(exit.cause).pipe(
               Option.map((error) => property(error, "_tag") === "TwoPhaseOutcomeUnknown"),
@@ -551,6 +552,7 @@ const run = (settings: Settings) =>
           if (outcome === "rolled_back") {
             yield* Metric.increment(tagged(Metrics.rolledBack))
             yield* runHook("afterRollback", settings.hooks?.afterRollback, info)
+            yield* runHook("afterRollback", options?.hooks?.afterRollback, info)
           }
         }
         return yield* exit
@@ -628,8 +630,10 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
       yield* rollbackAll(branches)
       return yield* results
     }
-    if (settings.hooks?.beforeCommit !== undefined) {
-      const before = yield* Effect.exit(restore(outside(settings.hooks.beforeCommit(info))))
+    // beforeCommit hooks: the coordinator's, then the transaction's.
+    for (const hook of [settings.hooks?.beforeCommit, options?.hooks?.beforeCommit]) {
+      if (hook === undefined) continue
+      const before = yield* Effect.exit(restore(outside(Effect.suspend(() => hook(info)))))
       if (Exit.isFailure(before)) {
         yield* rollbackAll(branches)
         return yield* before
