@@ -51,6 +51,7 @@ import * as Layer from "effect/Layer"
 import type { DialectName } from "./Dialect.js"
 import * as internal from "./internal/twophase/coordinator.js"
 import type { IsolationLevel } from "./IsolationLevel.js"
+import type { Transaction } from "./Transaction.js"
 import { type TransactionError, TypeId } from "./TransactionError.js"
 import type { TransactionManager } from "./TransactionManager.js"
 
@@ -410,6 +411,28 @@ export type Results<B extends Record<string, Effect.Effect<any, any, any>>> = {
 export type Provided = SqlClient.SqlClient | TransactionManager
 
 /**
+ * What a body's requirement of `Transaction` becomes in the requirements of `run`: a service nobody provides, so
+ * that such a program does not compile. A body runs in a branch of its own, outside any transaction of the caller
+ * (which is removed from its context); inside a body, `Transaction.atomic` makes a savepoint of the branch.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BodyCannotRequireTransaction {
+  readonly "a two-phase body runs in its own branch: it cannot require Transaction": unique symbol
+}
+
+/**
+ * The requirements of `run` for its bodies: theirs, less what the participants provide (`Transaction` refused).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type BodiesContext<B extends Record<string, Effect.Effect<any, any, any>>> =
+  | Exclude<Effect.Effect.Context<B[keyof B]>, Provided | Transaction>
+  | ([Extract<Effect.Effect.Context<B[keyof B]>, Transaction>] extends [never] ? never : BodyCannotRequireTransaction)
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -424,7 +447,7 @@ export interface Coordinator {
   ) => Effect.Effect<
     Results<B>,
     Effect.Effect.Error<B[keyof B]> | TwoPhaseCommitError | TransactionError | SqlError,
-    Exclude<Effect.Effect.Context<B[keyof B]>, Provided>
+    BodiesContext<B>
   >
   /** See {@link recover}. */
   readonly recover: Effect.Effect<RecoveryReport>
@@ -538,7 +561,7 @@ export const run = <const B extends Record<string, Effect.Effect<any, any, any>>
 ): Effect.Effect<
   Results<B>,
   Effect.Effect.Error<B[keyof B]> | TwoPhaseCommitError | TransactionError | SqlError,
-  Exclude<Effect.Effect.Context<B[keyof B]>, Provided> | Coordinator
+  BodiesContext<B> | Coordinator
 > => Effect.flatMap(Coordinator, (coordinator) => coordinator.run(bodies, options))
 
 /**

@@ -472,6 +472,14 @@ describe("two-phase commit", () => {
           })
           // The result's type follows the bodies.
           const check: { pga: string; pgb: number } = result
+          // A body cannot require the caller's Transaction (it runs in its own branch): nobody can provide what
+          // run then requires.
+          const refused = TwoPhaseCommit.run({ pga: Transaction.setRollbackOnly }).pipe(
+            Effect.provideService(Transaction.Transaction, undefined as unknown as Transaction.Transaction),
+            Effect.provideService(TwoPhaseCommit.Coordinator, undefined as unknown as TwoPhaseCommit.Coordinator)
+          )
+          // @ts-expect-error: BodyCannotRequireTransaction is left
+          const _never: Effect.Effect<unknown, unknown, never> = refused
           assert.deepStrictEqual(check, { pga: "test", pgb: 7 })
           assert.deepStrictEqual(yield* TwoPhaseCommit.inDoubt, [])
           const report = yield* TwoPhaseCommit.recover
