@@ -741,12 +741,16 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
       yield* Effect.logWarning("effect-sql-tx: COMMIT PREPARED failed; retrying in the background").pipe(
         Effect.annotateLogs({ transaction: name, id: txid, participants: pending.map((b) => b.member.name).join(",") })
       )
+      // Interruptible (this runs inside `run`'s uninterruptible region): closing the coordinator's scope stops it,
+      // and the recovery scan of the next coordinator with this id takes over.
       yield* Effect.forkIn(
-        Effect.forEach(
-          pending,
-          (branch) => Effect.retry(finishPooled(branch.member, branch.gid, "commit"), backgroundRetry),
-          { discard: true }
-        ).pipe(Effect.zipRight(Effect.ignore(forget(settings.log, settings.coordinatorId, txid)))),
+        Effect.interruptible(
+          Effect.forEach(
+            pending,
+            (branch) => Effect.retry(finishPooled(branch.member, branch.gid, "commit"), backgroundRetry),
+            { discard: true, concurrency: "unbounded" }
+          ).pipe(Effect.zipRight(Effect.ignore(forget(settings.log, settings.coordinatorId, txid))))
+        ),
         settings.scope
       )
     }
@@ -968,7 +972,7 @@ export const make = (
     if (config.recovery !== false) {
       yield* recover(settings)
       yield* Effect.forkScoped(
-        Effect.repeat(Effect.delay(recover(settings), recoveryInterval), Schedule.forever)
+        Effect.interruptible(Effect.repeat(Effect.delay(recover(settings), recoveryInterval), Schedule.forever))
       )
     }
     return {
