@@ -495,6 +495,45 @@ describe("two-phase commit", () => {
         assert.deepStrictEqual(yield* t.rows, [["l1"], ["l1"]])
       }).pipe(Effect.scoped))
 
+    it.live("the layer's periodic scan rolls back a prepared transaction left without a decision", () =>
+      Effect.gen(function*() {
+        const pair = pairs[1]!
+        const t = yield* tables(pair)
+        const coordinatorId = T.uniqueCoordinator()
+        yield* Effect.addFinalizer(() => T.cleanupPrepared(coordinatorId))
+        yield* TwoPhaseCommit.make({
+          coordinatorId,
+          participants: [
+            TwoPhaseCommit.participant("pga", T.pgLayer()),
+            TwoPhaseCommit.participant("pgb", T.pgBLayer())
+          ],
+          log: "pga",
+          recoveryInterval: "200 millis",
+          recoveryThreshold: "300 millis"
+        })
+        // Left behind by a coordinator with this id that died before its decision.
+        const gid = `etx2pc.${coordinatorId}.${Date.now().toString(36).padStart(9, "0")}zzzzzzzz.1`
+        yield* t.b.withTransaction(Effect.gen(function*() {
+          yield* t.b.unsafe(`INSERT INTO ${t.name} (id, amount) VALUES ('left', 1)`)
+          yield* t.b.unsafe(`PREPARE TRANSACTION '${gid}'`)
+        })).pipe(Effect.catchAllDefect(() => Effect.void))
+        assert.deepStrictEqual(yield* T.preparedLeft(coordinatorId), [gid])
+        const resolved = Metric.snapshot.pipe(
+          Effect.map((pairs) =>
+            pairs.filter((p) =>
+              p.metricKey.name === "transactions_in_doubt_resolved_total" &&
+              p.metricKey.tags.some((tag) => tag.key === "coordinator" && tag.value === coordinatorId)
+            ).reduce((sum, p) => sum + ((p.metricState as { count?: number }).count ?? 0), 0)
+          )
+        )
+        for (let i = 0; i < 40 && (yield* T.preparedLeft(coordinatorId)).length > 0; i++) {
+          yield* Effect.sleep("100 millis")
+        }
+        assert.deepStrictEqual(yield* T.preparedLeft(coordinatorId), [])
+        assert.strictEqual(yield* resolved, 1)
+        assert.deepStrictEqual(yield* t.rows, [[], []])
+      }).pipe(Effect.scoped))
+
     it.live("the isolation level applies per participant", () =>
       Effect.gen(function*() {
         const pair = pairs[0]!
