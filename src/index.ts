@@ -61,6 +61,14 @@ export * as TransactionMetrics from "./TransactionMetrics.js"
 export * as TransactionMonitor from "./TransactionMonitor.js"
 
 /**
+ * Two-phase commit across databases: PostgreSQL prepared transactions and MySQL/MariaDB XA, with a coordinator log
+ * and a recovery scan.
+ *
+ * @since 0.1.0
+ */
+export * as TwoPhaseCommit from "./TwoPhaseCommit.js"
+
+/**
  * The manager with its defaults: `TransactionManager.layer()`. It needs a `SqlClient`.
  *
  * @since 0.1.0
