@@ -1,249 +1,129 @@
 /**
  * `npm start`: concurrent bank transfers through `Transaction.atomic`, on embedded SQLite by default, or on the
- * database of `DATABASE_URL` (`postgres://…` or `mysql://…`).
+ * database of `--database-url` (default: `DATABASE_URL`).
  *
- *   npm start -- --duration 5 --workers 8 --accounts 10 [--port 9464] [--serve]
+ *   npm start -- --duration 5 --workers 8 --accounts 10 [--database-url postgres://…] [--port 9464] [--serve]
+ *   npm start -- --help
  *
  * The dashboard is served while the workload runs (its URL is printed); with `--serve` it stays up after the
- * summary, until Ctrl-C.
+ * summary, until Ctrl-C. The exit code is 0 when the books balance, 1 when they do not or the flags are invalid.
+ * The workload is in `demo/bank.ts`, the progress line in `demo/progress.ts`, the database URLs in
+ * `demo/database.ts`.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { MysqlClient } from "@effect/sql-mysql2"
-import { PgClient } from "@effect/sql-pg"
-import { SqliteClient } from "@effect/sql-sqlite-node"
-import * as SqlClient from "@effect/sql/SqlClient"
-import { Data, Duration, Effect, Fiber, Layer, Random, Redacted } from "effect"
-import * as Fs from "node:fs"
-import * as Os from "node:os"
-import * as Path from "node:path"
-import {
-  RetryPolicy,
-  Transaction,
-  TransactionLayer,
-  TransactionMetrics,
-  TransactionMonitor,
-  withRetry
-} from "../src/index.js"
-import * as TransactionDashboard from "../src/TransactionDashboard.js"
+import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Cause, Config, Duration, Effect, Either, Option } from "effect"
+import packageJson from "../package.json" with { type: "json" }
+import * as Bank from "./demo/bank.js"
+import * as Database from "./demo/database.js"
+import * as Progress from "./demo/progress.js"
 
-const flag = (name: string, fallback: number): number => {
-  const index = process.argv.indexOf(`--${name}`)
-  const value = index === -1 ? undefined : Number(process.argv[index + 1])
-  if (value === undefined) return fallback
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} needs a positive number`)
-  return value
-}
+const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
 
-const duration = Duration.seconds(flag("duration", 5))
-const port = process.argv.includes("--port") ? flag("port", 9464) : 9464
-const serve = process.argv.includes("--serve")
-const workers = flag("workers", 8)
-const accounts = flag("accounts", 10)
-const initialBalance = 1_000
+/** A number flag with a default, and a clear message when `valid` rejects its value. */
+const numberFlag = (name: string, options: {
+  readonly kind: "integer" | "float"
+  readonly pseudoName: string
+  readonly fallback: number
+  readonly valid: (value: number) => boolean
+  readonly requirement: string
+  readonly description: string
+}) =>
+  (options.kind === "integer" ? Options.integer(name) : Options.float(name)).pipe(
+    Options.withPseudoName(options.pseudoName),
+    Options.withDescription(`${options.description} Default: ${options.fallback}.`),
+    Options.withDefault(options.fallback),
+    Options.mapEffect((value) =>
+      options.valid(value)
+        ? Effect.succeed(value)
+        : Effect.fail(invalid(`--${name} must be ${options.requirement}; got ${value}`))
+    )
+  )
 
-const databaseUrl = process.env.DATABASE_URL
-const ClientLive: Layer.Layer<SqlClient.SqlClient, unknown> = databaseUrl?.startsWith("postgres")
-  ? PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: workers })
-  : databaseUrl?.startsWith("mysql")
-  ? MysqlClient.layer({ url: Redacted.make(databaseUrl), maxConnections: workers })
-  : Layer.unwrapScoped(Effect.map(
-    Effect.acquireRelease(
-      Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-sql-tx-demo-"))),
-      (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
-    ),
-    (dir) => SqliteClient.layer({ filename: Path.join(dir, "bank.db") })
-  ))
+const duration = numberFlag("duration", {
+  pseudoName: "seconds",
+  kind: "float",
+  fallback: 5,
+  valid: (seconds) => seconds > 0 && Number.isFinite(seconds),
+  requirement: "a positive number of seconds",
+  description: "How long the transfers run, in seconds."
+}).pipe(Options.map(Duration.seconds))
 
-/**
- * The monitor, at a demo's pace: a snapshot a second, and rules that look at the last 5 seconds and fire after 2
- * (the defaults: a minute, and 10 s to a minute).
- */
-const demoRuleNames: ReadonlyArray<TransactionMonitor.DefaultRuleName> = [
-  "failure-rate",
-  "deadlock-rate",
-  "serialization-failure-rate",
-  "timeout-rate",
-  "lock-timeout-rate",
-  "retries-per-commit",
-  "p99-duration",
-  "long-running",
-  "pool-saturation",
-  "hook-failures",
-  "savepoint-budget"
-]
-const MonitorLive = TransactionMonitor.layer({
-  interval: "1 second",
-  rules: TransactionMonitor.defaultRules({
-    ...Object.fromEntries(demoRuleNames.map((name) => [name, { for: "2 seconds", window: "5 seconds" }])),
-    anomaly: false
-  })
+const workers = numberFlag("workers", {
+  pseudoName: "n",
+  kind: "integer",
+  fallback: 8,
+  valid: (workers) => workers >= 1,
+  requirement: "a positive integer",
+  description: "Concurrent workers, each running one transfer after another (also the size of the pool)."
 })
 
-/** The dashboard on `--port` (9464), or on a free port when that one is taken. */
-const DashboardLive = TransactionDashboard.layer({ port }).pipe(
-  Layer.catchAll((error) =>
-    Layer.unwrapEffect(
-      Effect.as(
-        Effect.logWarning(`${error.message}; serving on a free port instead`),
-        TransactionDashboard.layer({ port: 0 })
-      )
-    )
+const accounts = numberFlag("accounts", {
+  pseudoName: "n",
+  kind: "integer",
+  fallback: 10,
+  valid: (accounts) => accounts >= 2,
+  requirement: "an integer of at least 2 (a transfer needs two accounts)",
+  description: "Bank accounts; a transfer moves money from one to another."
+})
+
+const port = numberFlag("port", {
+  pseudoName: "port",
+  kind: "integer",
+  fallback: 9464,
+  valid: (port) => port >= 0 && port <= 65535,
+  requirement: "a port number from 0 to 65535",
+  description: "The dashboard's port; a taken port, or 0, falls back to a free one."
+})
+
+const databaseUrl = Options.text("database-url").pipe(
+  Options.withPseudoName("url"),
+  Options.withDescription(
+    "postgres://…, postgresql://…, mysql://…, a file: URL or a SQLite file path. Default: DATABASE_URL, " +
+      "else SQLite in a temporary folder."
+  ),
+  Options.withFallbackConfig(Config.string("DATABASE_URL")),
+  Options.optional,
+  Options.mapEffect((url) =>
+    Either.match(Database.parse(Option.getOrElse(url, () => "")), {
+      onLeft: (message) => Effect.fail(invalid(`--database-url (or DATABASE_URL): ${message}`)),
+      onRight: Effect.succeed
+    })
   )
 )
 
-class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{ readonly account: number }> {}
+const serve = Options.boolean("serve").pipe(
+  Options.withDescription("Keep the dashboard up after the summary, until Ctrl-C.")
+)
 
-const suffix = `${process.pid}`
-const accountsTable = `demo_accounts_${suffix}`
-const transfersTable = `demo_transfers_${suffix}`
-
-/** How transfer attempts failed, by error. */
-const retried = new Map<string, number>()
-
-/**
- * Moves money from one account to another; both updates or none. Accounts are updated in the order given (no lock
- * ordering), so concurrent transfers deadlock now and then: `lockTimeout` turns long lock waits into quick
- * `LockTimeout`s (PostgreSQL looks for deadlocks only after a second), and `withRetry` runs the transfer again.
- */
-const transfer = (from: number, to: number, amount: number) =>
-  Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance - ${amount} WHERE id = ${from}`
-    yield* sql`UPDATE ${sql(accountsTable)} SET balance = balance + ${amount} WHERE id = ${to}`
-    const [{ balance }] = yield* sql<{ balance: number }>`
-      SELECT balance FROM ${sql(accountsTable)} WHERE id = ${from}`
-    if (Number(balance) < 0) return yield* new InsufficientFunds({ account: from })
-    yield* sql`INSERT INTO ${sql(transfersTable)} (from_account, to_account, amount) VALUES (${from}, ${to}, ${amount})`
-  }).pipe(
-    Transaction.atomic({ name: "transfer", lockTimeout: "50 millis", timeout: "5 seconds" }),
-    Effect.tapError((error) => Effect.sync(() => retried.set(error._tag, (retried.get(error._tag) ?? 0) + 1))),
-    withRetry(RetryPolicy.exponential({ base: "5 millis", times: 20, maxDelay: "200 millis" }))
+const command = Command.make(
+  "demo",
+  { duration, workers, accounts, database: databaseUrl, port, serve },
+  Bank.run
+).pipe(
+  Command.withDescription(
+    "Concurrent bank transfers through Transaction.atomic, a progress line a second, then a summary: the " +
+      "transaction metrics, the balance invariant and the monitor's health, alerts and recommendations. " +
+      "Exits with 1 when the invariant breaks."
   )
+)
 
-const program = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const dialect = sql.onDialectOrElse({ pg: () => "PostgreSQL", mysql: () => "MySQL/MariaDB", orElse: () => "SQLite" })
-  yield* Effect.log(
-    `effect-sql-tx demo on ${dialect}: ${workers} workers, ${accounts} accounts, ${Duration.format(duration)}`
-  )
-  const dashboard = yield* TransactionDashboard.DashboardServer
-  yield* Effect.log(`dashboard: ${dashboard.url}`)
+const cli = Command.run(command, { name: "effect-sql-tx demo", version: packageJson.version })
 
-  yield* Effect.acquireRelease(
-    Effect.gen(function*() {
-      yield* sql.unsafe(`CREATE TABLE ${accountsTable} (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)`)
-      yield* sql.unsafe(
-        `CREATE TABLE ${transfersTable} (from_account INTEGER NOT NULL, to_account INTEGER NOT NULL, amount INTEGER NOT NULL)`
-      )
-      yield* sql`INSERT INTO ${sql(accountsTable)} ${
-        sql.insert(Array.from({ length: accounts }, (_, id) => ({ id, balance: initialBalance })))
-      }`.pipe(Transaction.atomic({ name: "setup" }))
-    }),
-    () =>
-      Effect.ignore(
-        Effect.zipRight(sql.unsafe(`DROP TABLE ${accountsTable}`), sql.unsafe(`DROP TABLE ${transfersTable}`))
-      )
-  )
-
-  const stats = { committed: 0, insufficient: 0, failed: new Map<string, number>() }
-  let stopping = false
-  const oneTransfer = Effect.gen(function*() {
-    const from = yield* Random.nextIntBetween(0, accounts)
-    const to = (from + (yield* Random.nextIntBetween(1, accounts))) % accounts
-    const amount = yield* Random.nextIntBetween(1, 400)
-    yield* transfer(from, to, amount).pipe(
-      Effect.tap(() => stats.committed++),
-      Effect.catchAll((error) =>
-        Effect.sync(() => {
-          if (error._tag === "InsufficientFunds") stats.insufficient++
-          else stats.failed.set(error._tag, (stats.failed.get(error._tag) ?? 0) + 1)
-        })
-      )
-    )
-  })
-  // Workers finish the transfer in hand and stop: interrupting them would lose the count of a committed one.
-  // Between transfers they let the event loop turn: SQLite runs in process without I/O, and fibers that only ever
-  // hand work to each other would starve the timers (the progress line, the end of the run, the timeouts).
-  const yieldToEventLoop = Effect.async<void>((resume) => {
-    const handle = setImmediate(() => resume(Effect.void))
-    return Effect.sync(() => clearImmediate(handle))
-  })
-  const worker = Effect.whileLoop({
-    while: () => !stopping,
-    body: () => Effect.zipRight(oneTransfer, yieldToEventLoop),
-    step: () => undefined
-  })
-
-  const progress = Effect.gen(function*() {
-    yield* Effect.sleep("1 second")
-    yield* Effect.log(
-      `committed ${stats.committed}, rolled back for insufficient funds ${stats.insufficient}, ` +
-        `failed ${[...stats.failed.values()].reduce((a, b) => a + b, 0)}`
-    )
-  }).pipe(Effect.forever)
-
-  const started = Date.now()
-  yield* Effect.forkScoped(progress)
-  const running = yield* Effect.fork(
-    Effect.all(Array.from({ length: workers }, () => worker), { concurrency: "unbounded", discard: true })
-  )
-  yield* Effect.sleep(duration)
-  stopping = true
-  yield* Fiber.join(running)
-  const seconds = (Date.now() - started) / 1000
-
-  const [{ total }] = yield* sql<{ total: number }>`SELECT SUM(balance) AS total FROM ${sql(accountsTable)}`
-  const [{ logged }] = yield* sql<{ logged: number }>`SELECT COUNT(*) AS logged FROM ${sql(transfersTable)}`
-  const metrics = (yield* TransactionMetrics.snapshot).byName["transfer"]
-  const expected = accounts * initialBalance
-  const invariant = Number(total) === expected && Number(logged) === stats.committed
-  yield* Effect.log("summary").pipe(Effect.annotateLogs({
-    committed: stats.committed,
-    "committed/s": Math.round(stats.committed / seconds),
-    "rolled back (insufficient funds)": stats.insufficient,
-    failed: JSON.stringify(Object.fromEntries(stats.failed)),
-    "failed attempts (retried unless counted in failed)": JSON.stringify(
-      Object.fromEntries([...retried].filter(([tag]) => tag !== "InsufficientFunds"))
-    ),
-    "sum of balances": `${total} (expected ${expected})`,
-    "transfer log rows": `${logged} (expected ${stats.committed})`,
-    "metrics (transfer)": metrics === undefined ? "none" : JSON.stringify({
-      started: metrics.started,
-      committed: metrics.committed,
-      rolledBack: metrics.rolledBack,
-      deadlocks: metrics.deadlocks,
-      lockTimeouts: metrics.lockTimeouts,
-      retries: metrics.retries,
-      successRate: Number(metrics.successRate.toFixed(3)),
-      "p50 ms": metrics.duration.p50 * 1000,
-      "p99 ms": metrics.duration.p99 * 1000
-    }),
-    invariant: invariant ? "holds" : "BROKEN"
-  }))
-  const monitor = yield* TransactionMonitor.TransactionMonitor
-  yield* monitor.takeSnapshot
-  const health = yield* monitor.health
-  const open = yield* monitor.alerts({ status: "open" })
-  yield* Effect.log(`monitor: health ${health.score}/100, ${health.status}; ${open.length} open alert(s)`)
-  for (const alert of open) yield* Effect.log(`  alert [${alert.level}] ${alert.rule}: ${alert.message}`)
-  for (const recommendation of (yield* monitor.recommendations).slice(0, 3)) {
-    yield* Effect.log(`  recommendation (${recommendation.title}): ${recommendation.advice}`)
-  }
-  if (!invariant) return yield* Effect.dieMessage("the balance invariant is broken")
-  if (serve) {
-    yield* Effect.log(`dashboard: ${dashboard.url} (--serve: Ctrl-C to stop)`)
-    return yield* Effect.never
-  }
-})
-
-program.pipe(
-  Effect.scoped,
-  Effect.provide(
-    DashboardLive.pipe(
-      Layer.provideMerge(MonitorLive),
-      Layer.provideMerge(TransactionLayer),
-      Layer.provideMerge(ClientLive)
-    )
+cli(process.argv).pipe(
+  // @effect/cli has already printed what is wrong with the flags; a broken invariant gets one line.
+  Effect.tapErrorCause((cause) =>
+    Option.match(Cause.failureOption(cause), {
+      onNone: () => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError(cause),
+      onSome: (error) =>
+        ValidationError.isValidationError(error)
+          ? Effect.void
+          : error instanceof Bank.InvariantBroken
+          ? Effect.logError(error.message)
+          : Effect.logError(cause)
+    })
   ),
-  NodeRuntime.runMain
+  Effect.provide(Progress.layer),
+  Effect.provide(NodeContext.layer),
+  NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true })
 )

@@ -34,32 +34,38 @@ const packageName = (specifier: string) =>
   specifier.startsWith("@") ? specifier.split("/").slice(0, 2).join("/") : specifier.split("/")[0]!
 
 describe("the package", () => {
-  it.effect("the built core loads only effect, @effect/sql and Node's modules; the optional peers stay apart", () =>
-    Effect.sync(() => {
-      execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", outDir, "--declarationMap", "false"], {
-        cwd: root,
-        stdio: "pipe"
-      })
-      try {
-        const core = [...staticImports("index.js")].map(packageName)
-        const foreign = core.filter((name) => name !== "effect" && name !== "@effect/sql" && !name.startsWith("node:"))
-        assert.deepStrictEqual(foreign, [], `the core entry point imports ${foreign.join(", ")}`)
-        // The same walk sees the optional peers where they are: it can fail.
-        const prometheus = new Set([...staticImports("Prometheus.js")].map(packageName))
-        for (const peer of ["@effect/opentelemetry", "@opentelemetry/exporter-prometheus", "@effect/platform"]) {
-          assert.isTrue(prometheus.has(peer), `Prometheus.js imports ${peer}`)
+  it.effect(
+    "the built core loads only effect, @effect/sql and Node's modules; the optional peers stay apart",
+    () =>
+      Effect.sync(() => {
+        execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", outDir, "--declarationMap", "false"], {
+          cwd: root,
+          stdio: "pipe"
+        })
+        try {
+          const core = [...staticImports("index.js")].map(packageName)
+          const foreign = core.filter((name) =>
+            name !== "effect" && name !== "@effect/sql" && !name.startsWith("node:")
+          )
+          assert.deepStrictEqual(foreign, [], `the core entry point imports ${foreign.join(", ")}`)
+          // The same walk sees the optional peers where they are: it can fail.
+          const prometheus = new Set([...staticImports("Prometheus.js")].map(packageName))
+          for (const peer of ["@effect/opentelemetry", "@opentelemetry/exporter-prometheus", "@effect/platform"]) {
+            assert.isTrue(prometheus.has(peer), `Prometheus.js imports ${peer}`)
+          }
+          const dashboard = new Set([...staticImports("TransactionDashboard.js")].map(packageName))
+          assert.isTrue(dashboard.has("@effect/platform-node"))
+          // Internals stay out of the public declarations (stripInternal).
+          const manager = Fs.readFileSync(Path.join(outDir, "TransactionManager.d.ts"), "utf8")
+          assert.notMatch(manager, /readonly registry:|readonly nextId:/)
+          assert.notMatch(Fs.readFileSync(Path.join(outDir, "TransactionMetrics.d.ts"), "utf8"), /\bkeys\b/)
+          assert.notMatch(Fs.readFileSync(Path.join(outDir, "index.js"), "utf8"), /export default/)
+        } finally {
+          Fs.rmSync(outDir, { recursive: true, force: true })
         }
-        const dashboard = new Set([...staticImports("TransactionDashboard.js")].map(packageName))
-        assert.isTrue(dashboard.has("@effect/platform-node"))
-        // Internals stay out of the public declarations (stripInternal).
-        const manager = Fs.readFileSync(Path.join(outDir, "TransactionManager.d.ts"), "utf8")
-        assert.notMatch(manager, /readonly registry:|readonly nextId:/)
-        assert.notMatch(Fs.readFileSync(Path.join(outDir, "TransactionMetrics.d.ts"), "utf8"), /\bkeys\b/)
-        assert.notMatch(Fs.readFileSync(Path.join(outDir, "index.js"), "utf8"), /export default/)
-      } finally {
-        Fs.rmSync(outDir, { recursive: true, force: true })
-      }
-    }), 120_000)
+      }),
+    120_000
+  )
 
   it.effect("package.json: publishable, with every peer the optional entry points need marked optional", () =>
     Effect.sync(() => {
