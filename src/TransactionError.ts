@@ -213,7 +213,7 @@ export class HookTimeout extends Data.TaggedError("HookTimeout")<{
 }> {
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
-    return `A ${this.hook} hook of transaction "${this.name}" ran longer than ${Duration.format(this.timeout)}`
+    return `A hook (${this.hook}) of transaction "${this.name}" ran longer than ${Duration.format(this.timeout)}`
   }
 }
 

@@ -16,6 +16,11 @@
  *   participant's connection; a nested `Transaction.atomic` or `sql.withTransaction` inside a body becomes a
  *   savepoint of that branch. Bodies run one after the other (default) or concurrently (`concurrent: true`), each
  *   on its own connection.
+ * - **Connections.** A run reserves every branch's connection before its bodies start, in the order of the
+ *   coordinator's participants: two runs never hold a connection of one pool while waiting for a pool the other
+ *   holds (runs may name their participants in any order). The log is written on one connection that the
+ *   coordinator keeps: a decision never waits for a pool that the branches of running transactions may fill.
+ *   Two participants should not share one pool (a run would then take two connections of it).
  * - **Phase one.** Each branch is begun as the database wants it: PostgreSQL `BEGIN [ISOLATION LEVEL …]`,
  *   MySQL/MariaDB `[SET TRANSACTION ISOLATION LEVEL …;] XA START 'gid'` (instead of START TRANSACTION). When every
  *   body has succeeded, every branch is prepared instead of committed: `PREPARE TRANSACTION 'gid'`, or
@@ -23,7 +28,8 @@
  *   branch: `ROLLBACK` / `XA END; XA ROLLBACK` for those not prepared, `ROLLBACK PREPARED` / `XA ROLLBACK` for
  *   those prepared.
  * - **Decision.** The commit decision is one row, inserted in autocommit into the coordinator log (a table in the
- *   database of the participant named by `log`, created if missing), keyed by (coordinator id, transaction id).
+ *   database of the participant named by `log`, created if missing, on the coordinator's own connection), keyed by
+ *   (coordinator id, transaction id).
  *   The first decision written for a transaction wins: the recovery scan, before it presumes a transaction aborted,
  *   inserts an `abort` row under the same key, so that a coordinator that comes back late finds its commit refused
  *   and rolls back instead of committing half of it.
@@ -32,8 +38,9 @@
  *   The decision is final: a branch that fails keeps being retried, in the background once `run` has returned
  *   (`run` succeeds once the decision is logged), and by the recovery scan. When all are committed, the row is
  *   deleted.
- * - **Global ids.** `<prefix>.<coordinatorId>.<transactionId>.<branch>`: at most 64 bytes (XA's gtrid limit;
- *   PostgreSQL allows 200). The coordinator id is configured, not generated, so that a new process recovers what
+ * - **Global ids.** `<prefix>.<coordinatorId>.<transactionId>.<rank>`, the rank being the participant's place in
+ *   the configuration (a database may list other participants' branches: `XA RECOVER` lists the whole server's;
+ *   each participant's scan keeps its own): at most 64 bytes (XA's gtrid limit; PostgreSQL allows 200). The coordinator id is configured, not generated, so that a new process recovers what
  *   an old one left. The transaction id begins with its start time (base 36 milliseconds).
  * - **Recovery.** The layer scans at start and every `recoveryInterval`: prepared transactions carrying this
  *   coordinator's prefix, older than `recoveryThreshold`, that this process is not running, are committed when the
@@ -165,11 +172,14 @@ export interface Config<P extends ReadonlyArray<Participant<any, any>>> {
   readonly recoveryInterval?: Duration.DurationInput | undefined
   /**
    * A prepared transaction is recovered only once it is older than this (and not run by this process). It must
-   * exceed the time from a coordinator's first PREPARE to its decision: a coordinator that is slower than this
-   * rolls back instead of committing. Default 1 minute.
+   * exceed the time from the start of a transaction's bodies to its decision: a coordinator that is slower than
+   * this (bodies and PREPAREs) rolls back instead of committing. Default 1 minute.
    */
   readonly recoveryThreshold?: Duration.DurationInput | undefined
-  /** How long an `abort` decision is kept in the log (it protects against a late commit). Default 24 hours. */
+  /**
+   * How long an `abort` decision is kept in the log (it protects against a late commit). At least
+   * `recoveryThreshold`. Default 24 hours.
+   */
   readonly abortRetention?: Duration.DurationInput | undefined
   /** Whether the layer runs the recovery scan (at start and periodically). Default `true`. */
   readonly recovery?: boolean | undefined
@@ -288,8 +298,9 @@ export class PrepareFailed extends Data.TaggedError("PrepareFailed")<{
 
 /**
  * The transaction was decided aborted before this coordinator could log its commit: it took longer than the
- * recovery threshold from its first PREPARE, or a recovery scan presumed it aborted. Every branch was rolled back.
- * Safe to retry.
+ * recovery threshold from the start of its bodies, a recovery scan presumed it aborted, or the decision could not
+ * be written. Every branch was rolled back, so running it again is safe; `withRetry` does not (the cause is rarely
+ * transient): `Effect.retry` with `while: (e) => e._tag === "TwoPhaseAborted"` does.
  *
  * @since 0.1.0
  * @category errors

@@ -5,8 +5,8 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Metric } from "effect"
-import { Transaction, TransactionError, TwoPhaseCommit } from "../src/index.js"
+import { Deferred, Effect, Exit, Layer, Metric, Schedule } from "effect"
+import { Transaction, TransactionError, TwoPhaseCommit, withRetry } from "../src/index.js"
 import * as Protocol from "../src/internal/twophase/protocol.js"
 import * as Databases from "./utils/databases.js"
 import * as T from "./utils/twophase.js"
@@ -407,6 +407,30 @@ describe("two-phase commit", () => {
           assert.strictEqual(value("two_phase_transactions_failed_total"), 1)
           assert.strictEqual(value("two_phase_duration_seconds"), 2)
         }).pipe(Effect.scoped))
+
+      it.live(
+        "three times more runs at once than the pools hold all commit: no run waits for a pool held by runs",
+        () =>
+          Effect.gen(function*() {
+            const t = yield* tables(pair)
+            // Pools of 4 connections (the log keeps one): 12 runs at once, half naming the participants in the
+            // other order, half running their bodies concurrently; each body holds its branch a while.
+            const c = yield* coordinator(pair)
+            const body = (id: string) => Effect.zipRight(T.insert(t.name, id), Effect.sleep("20 millis"))
+            yield* Effect.forEach(Array.from({ length: 12 }, (_, i) => `p${String(i).padStart(2, "0")}`), (id, i) =>
+              c.run(
+                i % 2 === 0
+                  ? { [pair.a.name]: body(id), [pair.b.name]: body(id) }
+                  : { [pair.b.name]: body(id), [pair.a.name]: body(id) },
+                { concurrent: i % 4 < 2 }
+              ), { concurrency: "unbounded", discard: true })
+            const [a, b] = yield* t.rows
+            assert.strictEqual(a.length, 12)
+            assert.deepStrictEqual(a, b)
+            assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+          }).pipe(Effect.scoped),
+        60_000
+      )
     })
   }
 
@@ -620,6 +644,118 @@ describe("two-phase commit", () => {
         assert.strictEqual(error._tag, "TwoPhaseForbidden")
         assert.match((error as Error).message, /LISTEN/)
         assert.deepStrictEqual(yield* t.rows, [[], []])
+      }).pipe(Effect.scoped))
+
+    it.live("an abort retention shorter than the recovery threshold, or a NaN duration, is refused", () =>
+      Effect.gen(function*() {
+        const config = (extra: Partial<TwoPhaseCommit.Config<ReadonlyArray<TwoPhaseCommit.Participant<unknown>>>>) =>
+          Effect.flip(TwoPhaseCommit.make({
+            coordinatorId: T.uniqueCoordinator(),
+            participants: [TwoPhaseCommit.participant("pg", T.pgLayer())],
+            log: "pg",
+            recovery: false,
+            ...extra
+          }))
+        const short = yield* config({ recoveryThreshold: "10 minutes", abortRetention: "1 minute" })
+        assert.strictEqual((short as { _tag: string })._tag, "InvalidTwoPhaseConfig")
+        assert.strictEqual((short as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "abortRetention")
+        const nan = yield* config({ recoveryThreshold: NaN })
+        assert.strictEqual((nan as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "recoveryThreshold")
+      }).pipe(Effect.scoped))
+
+    it.live("withRetry learns that a two-phase transaction committed: the attempt does not run again", () =>
+      Effect.gen(function*() {
+        const pair = pairs[1]!
+        const t = yield* tables(pair)
+        const c = yield* coordinator(pair)
+        let attempts = 0
+        const fields = { dialect: "pg" as const, code: "40001", cause: undefined }
+        const error = yield* Effect.flip(withRetry(
+          Effect.gen(function*() {
+            attempts++
+            yield* c.run({ pga: T.insert(t.name, `w${attempts}`), pgb: T.insert(t.name, `w${attempts}`) })
+            return yield* new TransactionError.SerializationFailure(fields)
+          }),
+          Schedule.recurs(3)
+        ))
+        assert.strictEqual(error._tag, "SerializationFailure")
+        assert.strictEqual(attempts, 1)
+        assert.deepStrictEqual(yield* t.rows, [["w1"], ["w1"]])
+        // A two-phase transaction that failed with a retryable error is run again.
+        let tries = 0
+        yield* withRetry(
+          c.run({
+            pga: T.insert(t.name, "x1"),
+            pgb: Effect.suspend((): Effect.Effect<unknown, unknown, SqlClient.SqlClient> =>
+              ++tries < 3 ? Effect.fail(new TransactionError.SerializationFailure(fields)) : T.insert(t.name, "x1")
+            )
+          }),
+          Schedule.recurs(3)
+        )
+        assert.strictEqual(tries, 3)
+        assert.deepStrictEqual(yield* t.rows, [["w1", "x1"], ["w1", "x1"]])
+      }).pipe(Effect.scoped))
+
+    it.live("PostgreSQL: a serialization failure at PREPARE (SERIALIZABLE write skew) is retryable", () =>
+      Effect.gen(function*() {
+        const pair = pairs[1]!
+        const t = yield* tables(pair)
+        yield* t.a.unsafe(`INSERT INTO ${t.name} (id, amount) VALUES ('on1', 1), ('on2', 1)`)
+        const c = yield* coordinator(pair)
+        const bothRead = yield* Effect.all([Deferred.make<void>(), Deferred.make<void>()])
+        const firstDone = yield* Deferred.make<void>()
+        // Each reads both rows (both on call), then takes one off call: together they break "one on call".
+        const body = (i: 0 | 1) =>
+          Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            Effect.gen(function*() {
+              yield* sql.unsafe(`SELECT SUM(amount) AS n FROM ${t.name}`)
+              yield* Deferred.succeed(bothRead[i], undefined)
+              yield* Deferred.await(bothRead[1 - i]!)
+              yield* sql.unsafe(`UPDATE ${t.name} SET amount = 0 WHERE id = 'on${i + 1}'`)
+              // The second ends its body (and prepares) only once the first committed.
+              if (i === 1) yield* Deferred.await(firstDone)
+            }))
+        const run = (i: 0 | 1) =>
+          Effect.either(c.run({ pga: body(i), pgb: Effect.void }, { isolation: "serializable" }))
+        const [first, second] = yield* Effect.all([
+          Effect.ensuring(run(0), Deferred.succeed(firstDone, undefined)),
+          run(1)
+        ], { concurrency: 2 })
+        assert.isTrue(first._tag === "Right", `the first commits: ${JSON.stringify(first)}`)
+        assert.isTrue(second._tag === "Left")
+        if (second._tag === "Left") {
+          assert.strictEqual(second.left._tag, "SerializationFailure")
+          assert.isTrue(TransactionError.isRetryable(second.left))
+        }
+        assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+      }).pipe(Effect.scoped))
+
+    it.live("a scan keeps only its participant's branches (two participants on one database)", () =>
+      Effect.gen(function*() {
+        const pair = pairs[1]!
+        const t = yield* tables(pair)
+        const coordinatorId = T.uniqueCoordinator()
+        yield* Effect.addFinalizer(() => T.cleanupPrepared(coordinatorId))
+        const c = yield* TwoPhaseCommit.make({
+          coordinatorId,
+          participants: [
+            TwoPhaseCommit.participant("one", T.pgLayer()),
+            TwoPhaseCommit.participant("two", T.pgLayer())
+          ],
+          log: "one",
+          recovery: false,
+          recoveryThreshold: 0
+        })
+        // Left by a crashed coordinator: the branch of participant "two" (rank 1), on the database both share.
+        const gid = `etx2pc.${coordinatorId}.${Date.now().toString(36).padStart(9, "0")}ssssssss.1`
+        yield* t.a.withTransaction(Effect.gen(function*() {
+          yield* t.a.unsafe(`INSERT INTO ${t.name} (id, amount) VALUES ('s1', 1)`)
+          yield* t.a.unsafe(`PREPARE TRANSACTION '${gid}'`)
+        })).pipe(Effect.catchAllDefect(() => Effect.void))
+        const listed = yield* c.inDoubt
+        assert.deepStrictEqual(listed.map((l) => [l.participant, l.gid]), [["two", gid]])
+        assert.deepStrictEqual(yield* c.recover, { found: 1, committed: 0, rolledBack: 1, failed: 0, forgotten: 0 })
+        assert.deepStrictEqual(yield* T.preparedLeft(coordinatorId), [])
       }).pipe(Effect.scoped))
 
     it("PostgreSQL with max_prepared_transactions = 0 is recognised, and the error says how to set it", () => {

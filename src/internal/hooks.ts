@@ -37,7 +37,7 @@ const recordFailure = (
 ): Effect.Effect<void> =>
   Effect.zipRight(
     Effect.sync(() => recorder.hookFailed(kind)),
-    Effect.logWarning(`effect-sql-tx: a ${kind} hook failed; the transaction's outcome is unchanged`, cause).pipe(
+    Effect.logWarning(`effect-sql-tx: a hook failed (${kind}); the transaction's outcome is unchanged`, cause).pipe(
       Effect.annotateLogs({ transaction: info.name, id: info.id })
     )
   )

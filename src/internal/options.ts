@@ -29,21 +29,34 @@ const namePattern = /^[\p{L}\p{N}_.:/ -]{1,100}$/u
 export const invalid = (option: string, value: unknown, reason: string) =>
   Either.left(new InvalidTransactionOptions({ option, value, reason }))
 
+/**
+ * @internal
+ * A duration from an input, or why it is not one: finite, positive (or zero when allowed). `Duration.decode` turns
+ * negative and NaN numbers into zero, so the number itself is checked before it is lost.
+ */
+export const checkDuration = (
+  input: Duration.DurationInput,
+  allowZero: boolean
+): Duration.Duration | string => {
+  const decoded = Duration.decodeUnknown(input)
+  const nanos = Option.isSome(decoded) && Duration.isFinite(decoded.value)
+    ? Option.getOrElse(Duration.toNanos(decoded.value), () => -1n)
+    : -1n
+  const valid = typeof input === "number" ? allowZero ? input >= 0 : input > 0 : true
+  if (Option.isNone(decoded) || !valid || nanos < 0n || (!allowZero && nanos === 0n)) {
+    return allowZero ? "expected a finite duration ≥ 0" : "expected a positive, finite duration"
+  }
+  return decoded.value
+}
+
 /** @internal */
 export const positiveDuration = (
   option: string,
   input: Duration.DurationInput | undefined
 ): Either.Either<Duration.Duration | undefined, InvalidTransactionOptions> => {
   if (input === undefined) return Either.right(undefined)
-  const decoded = Duration.decodeUnknown(input)
-  // `Duration.decode` turns negative and NaN numbers into zero: check the number itself before it is lost.
-  if (
-    Option.isNone(decoded) || (typeof input === "number" && !(input > 0)) || !Duration.isFinite(decoded.value) ||
-    Duration.toNanos(decoded.value).pipe(Option.getOrElse(() => 0n)) <= 0n
-  ) {
-    return invalid(option, input, "expected a positive, finite duration")
-  }
-  return Either.right(decoded.value)
+  const checked = checkDuration(input, false)
+  return typeof checked === "string" ? invalid(option, input, checked) : Either.right(checked)
 }
 
 /** @internal A whole number ≥ 1, or the default when not given. */

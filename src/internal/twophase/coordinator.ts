@@ -9,7 +9,9 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -29,8 +31,9 @@ import {
   TwoPhaseOutcomeUnknown,
   TwoPhaseUnsupported
 } from "../../TwoPhaseCommit.js"
-import { withoutTransaction } from "../context.js"
+import { currentRetryAttempt, withoutTransaction } from "../context.js"
 import { property } from "../dialect/common.js"
+import { checkDuration } from "../options.js"
 import * as Metrics from "./metrics.js"
 import * as Protocol from "./protocol.js"
 
@@ -39,6 +42,11 @@ import * as Protocol from "./protocol.js"
 
 interface Member {
   readonly name: string
+  /**
+   * Its place among the coordinator's participants: branches are opened in this order (two transactions never
+   * wait for each other's pools), and it ends the gids of its branches (a scan keeps only its own).
+   */
+  readonly rank: number
   readonly context: Context.Context<SqlClient.SqlClient | TransactionManager.TransactionManager>
   readonly sql: SqlClient.SqlClient
   readonly dialect: Dialect
@@ -51,7 +59,8 @@ const invalid = (option: string, value: unknown, reason: string) => new InvalidT
 
 /** Builds a participant's context, finds its database, and checks that the database can prepare transactions. */
 const member = (
-  participant: TwoPhaseCommit.Participant<any, any>
+  participant: TwoPhaseCommit.Participant<any, any>,
+  rank: number
 ): Effect.Effect<Member, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const built = Context.isContext(participant.source)
@@ -98,6 +107,7 @@ const member = (
     }
     return {
       name: participant.name,
+      rank,
       context: Context.add(
         Context.add(built, SqlClient.SqlClient, sql),
         TransactionManager.TransactionManager,
@@ -118,10 +128,63 @@ const outside = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R
 
 type Decision = "commit" | "abort"
 
+/**
+ * The coordinator log: a table of the log participant, written on one connection that the coordinator keeps. A
+ * decision must never wait for a pooled connection: the branches of the transactions running at that moment may
+ * hold every connection of that pool, each waiting for its own decision (a deadlock). Statements on it are
+ * serialized (a decision is one short INSERT).
+ */
 interface Log {
-  readonly sql: SqlClient.SqlClient
+  readonly member: Member
   readonly table: string
+  readonly lock: Effect.Semaphore
+  /** Where the connection's scope is forked from: the coordinator's. */
+  readonly parent: Scope.Scope
+  conn: Connection | undefined
+  connScope: Scope.CloseableScope | undefined
 }
+
+/** Drops the log's connection (destroyed: its state is unknown); the next statement reserves another. */
+const dropLogConnection = (log: Log): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const { conn, connScope } = log
+    log.conn = undefined
+    log.connScope = undefined
+    if (conn === undefined || connScope === undefined) return Effect.void
+    return Effect.zipRight(Effect.ignore(log.member.dialect.destroy(conn)), Scope.close(connScope, Exit.void))
+  })
+
+/**
+ * Runs statements of the log's client on the log's own connection, one caller at a time, uninterruptibly (they are
+ * short, and an interrupted statement would leave the connection in an unknown state). A failure other than the
+ * database's answer (a lost connection) drops the connection.
+ */
+const onLog = <A>(log: Log, statements: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
+  Effect.uninterruptible(
+    log.lock.withPermits(1)(Effect.gen(function*() {
+      if (log.conn === undefined) {
+        const scope = yield* Scope.fork(log.parent, ExecutionStrategy.sequential)
+        log.conn = yield* Effect.onError(
+          Effect.provideService(log.member.sql.reserve, Scope.Scope, scope),
+          () => Scope.close(scope, Exit.void)
+        )
+        log.connScope = scope
+      }
+      const conn = log.conn
+      return yield* Effect.mapInputContext(
+        statements,
+        (context: Context.Context<never>) =>
+          Context.add(withoutTransaction(context), SqlClient.TransactionConnection, [conn, 0] as const)
+      ).pipe(
+        Effect.tapErrorCause((cause) => {
+          const error = Cause.failureOption(cause)
+          const lost = Option.isNone(error) ||
+            TransactionError.classify(error.value, log.member.dialect)._tag === "ConnectionLost"
+          return lost ? dropLogConnection(log) : Effect.void
+        })
+      )
+    }))
+  )
 
 const isDuplicate = (error: unknown): boolean => {
   const cause = property(error, "cause")
@@ -131,7 +194,7 @@ const isDuplicate = (error: unknown): boolean => {
 }
 
 const createLog = (log: Log): Effect.Effect<void, SqlError> => {
-  const { sql, table } = log
+  const { member: { sql }, table } = log
   const create = sql`CREATE TABLE IF NOT EXISTS ${sql(table)} (
     coordinator VARCHAR(64) NOT NULL,
     txid VARCHAR(64) NOT NULL,
@@ -142,10 +205,14 @@ const createLog = (log: Log): Effect.Effect<void, SqlError> => {
     PRIMARY KEY (coordinator, txid)
   )`
   // Two processes creating the table at once: PostgreSQL may answer one with a unique violation on its catalog.
-  return outside(Effect.asVoid(Effect.retry(create, { times: 2, while: isDuplicate })))
+  return onLog(log, Effect.asVoid(Effect.retry(create, { times: 2, while: isDuplicate })))
 }
 
-/** Inserts a decision; succeeds with the decision that holds (the one inserted, or the one found). */
+/**
+ * Inserts a decision; succeeds with the decision that holds: the one inserted, the one found, or `"vanished"` when
+ * another decision was there but was deleted before it could be read (the transaction was finished by a recovery
+ * scan, with that decision).
+ */
 const decide = (
   log: Log,
   coordinatorId: string,
@@ -153,30 +220,28 @@ const decide = (
   decision: Decision,
   name: string,
   participants: ReadonlyArray<string>
-): Effect.Effect<Decision, SqlError> => {
-  const { sql, table } = log
+): Effect.Effect<Decision | "vanished", SqlError> => {
+  const { member: { sql }, table } = log
   const insert = sql`INSERT INTO ${sql(table)} (coordinator, txid, decision, name, participants, decided_at)
     VALUES (${coordinatorId}, ${txid}, ${decision}, ${name}, ${participants.join(",")}, ${Date.now()})`
-  return outside(
-    Effect.catchIf(
-      Effect.as(insert, decision),
-      isDuplicate,
-      () =>
-        Effect.flatMap(readDecision(log, coordinatorId, txid), (found) =>
-          found === undefined
-            // Deleted in between (it was finished): nothing holds any more; the caller's decision is moot.
-            ? Effect.succeed(decision)
-            : Effect.succeed(found))
-    )
+  return Effect.catchIf(
+    onLog(log, Effect.as(insert, decision)),
+    isDuplicate,
+    () => Effect.map(readDecision(log, coordinatorId, txid), (found) => found ?? "vanished")
   )
 }
 
-const readDecision = (log: Log, coordinatorId: string, txid: string): Effect.Effect<Decision | undefined, SqlError> =>
-  outside(Effect.map(
-    log.sql<{ decision: string }>`SELECT decision FROM ${log.sql(log.table)}
-      WHERE coordinator = ${coordinatorId} AND txid = ${txid}`,
-    (rows) => rows.length === 0 ? undefined : rows[0]!.decision === "commit" ? "commit" : "abort"
-  ))
+const readDecision = (log: Log, coordinatorId: string, txid: string): Effect.Effect<Decision | undefined, SqlError> => {
+  const { member: { sql }, table } = log
+  return onLog(
+    log,
+    Effect.map(
+      sql<{ decision: string }>`SELECT decision FROM ${sql(table)}
+        WHERE coordinator = ${coordinatorId} AND txid = ${txid}`,
+      (rows) => rows.length === 0 ? undefined : rows[0]!.decision === "commit" ? "commit" : "abort"
+    )
+  )
+}
 
 interface LogRow {
   readonly txid: string
@@ -185,14 +250,22 @@ interface LogRow {
   readonly decided_at: number | string
 }
 
-const readLog = (log: Log, coordinatorId: string): Effect.Effect<ReadonlyArray<LogRow>, SqlError> =>
-  outside(log.sql<LogRow>`SELECT txid, decision, participants, decided_at FROM ${log.sql(log.table)}
-    WHERE coordinator = ${coordinatorId}`)
-
-const forget = (log: Log, coordinatorId: string, txid: string): Effect.Effect<void, SqlError> =>
-  outside(
-    Effect.asVoid(log.sql`DELETE FROM ${log.sql(log.table)} WHERE coordinator = ${coordinatorId} AND txid = ${txid}`)
+const readLog = (log: Log, coordinatorId: string): Effect.Effect<ReadonlyArray<LogRow>, SqlError> => {
+  const { member: { sql }, table } = log
+  return onLog(
+    log,
+    sql<LogRow>`SELECT txid, decision, participants, decided_at FROM ${sql(table)}
+      WHERE coordinator = ${coordinatorId}`
   )
+}
+
+const forget = (log: Log, coordinatorId: string, txid: string): Effect.Effect<void, SqlError> => {
+  const { member: { sql }, table } = log
+  return onLog(
+    log,
+    Effect.asVoid(sql`DELETE FROM ${sql(table)} WHERE coordinator = ${coordinatorId} AND txid = ${txid}`)
+  )
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // ids
@@ -207,11 +280,14 @@ const makeTxid = (now: number): string => {
 /** The start time of a transaction id, in milliseconds. */
 const txidTime = (txid: string): number => parseInt(txid.slice(0, 9), 36)
 
-/** The transaction id of a gid of this coordinator (`<prefix>.<coordinator>.<txid>.<branch>`). */
-const txidOf = (stem: string, gid: string): string | undefined => {
+/**
+ * The transaction id of a gid of this coordinator's participant of this rank (`<prefix>.<coordinator>.<txid>.<rank>`):
+ * a database may list the branches of other participants too (XA RECOVER lists the whole server's).
+ */
+const txidOf = (stem: string, gid: string, rank: number): string | undefined => {
   if (!gid.startsWith(stem)) return undefined
   const rest = gid.slice(stem.length).split(".")
-  return rest.length === 2 && rest[0]!.length > 0 ? rest[0] : undefined
+  return rest.length === 2 && rest[0]!.length > 0 && rest[1] === String(rank) ? rest[0] : undefined
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -438,11 +514,12 @@ const runHook = (
   info: TwoPhaseCommit.TwoPhaseInfo
 ): Effect.Effect<void> =>
   hook === undefined ? Effect.void : Effect.catchAllCause(
-    Effect.suspend(() => hook(info)),
+    // Outside any transaction of the caller, like the bodies.
+    outside(Effect.suspend(() => hook(info))),
     (cause) =>
       Effect.zipRight(
         Metric.increment(Metric.tagged(Metrics.hookFailures, "hook", kind)),
-        Effect.logWarning(`effect-sql-tx: a two-phase ${kind} hook failed`, cause)
+        Effect.logWarning(`effect-sql-tx: a two-phase hook failed (${kind})`, cause)
       )
   ).pipe(Effect.asVoid)
 
@@ -485,10 +562,8 @@ const validateRun = (
     }
   }
   if (options?.timeout !== undefined) {
-    const timeout = Duration.decodeUnknown(options.timeout)
-    if (Option.isNone(timeout) || Duration.toMillis(timeout.value) <= 0) {
-      return invalid("timeout", options.timeout, "a positive duration")
-    }
+    const checked = checkDuration(options.timeout, false)
+    if (typeof checked === "string") return invalid("timeout", options.timeout, checked)
   }
   return undefined
 }
@@ -517,10 +592,11 @@ const run = (settings: Settings) =>
       Effect.gen(function*() {
         const branches: Array<Branch> = []
         for (let i = 0; i < keys.length; i++) {
+          const member = settings.members.get(keys[i]!)!
           branches.push({
-            member: settings.members.get(keys[i]!)!,
+            member,
             key: keys[i]!,
-            gid: `${settings.stem}${txid}.${i}`,
+            gid: `${settings.stem}${txid}.${member.rank}`,
             isolation: validIsolation(options, keys[i]!),
             scope: yield* Scope.make(),
             conn: undefined,
@@ -534,6 +610,14 @@ const run = (settings: Settings) =>
         const exit = yield* Effect.exit(protocol(settings, txid, name, keys, branches, bodies, options, restore, info))
         settings.running.delete(txid)
         yield* Effect.forEach(branches, releaseBranch, { discard: true })
+        // Tell an enclosing withRetry, as an outermost transaction does: after a commit it must not run the attempt
+        // again; a failure of this transaction (not of a caller's) is one it may retry.
+        const attempt = yield* FiberRef.get(currentRetryAttempt)
+        if (attempt !== undefined) {
+          attempt.lastTransaction = name
+          if (Exit.isSuccess(exit)) attempt.committed = true
+          attempt.failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+        }
         const seconds = (Date.now() - startedAt) / 1000
         if (Exit.isSuccess(exit)) {
           yield* Metric.increment(tagged(Metrics.committed))
@@ -606,13 +690,16 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
   info: TwoPhaseCommit.TwoPhaseInfo
 ): Effect.Effect<any, unknown, unknown> =>
   Effect.gen(function*() {
-    // Phase one: the bodies.
-    const started = Date.now()
-    const each = (branch: Branch) =>
-      Effect.zipRight(open(branch), restore(Effect.suspend(() => runBody(branch, bodies[branch.key]!))))
-    let all: Effect.Effect<Array<unknown>, unknown, unknown> = Effect.forEach(branches, each, {
-      concurrency: options?.concurrent === true ? "unbounded" : 1
-    })
+    // Phase one: the bodies. Every branch's connection is reserved first, in the participants' order: two
+    // transactions never hold a connection of one pool while waiting for a connection of a pool the other holds.
+    const started = performance.now()
+    const inOrder = [...branches].sort((a, b) => a.member.rank - b.member.rank)
+    let all: Effect.Effect<Array<unknown>, unknown, unknown> = Effect.zipRight(
+      Effect.forEach(inOrder, open, { discard: true }),
+      Effect.forEach(branches, (branch) => restore(Effect.suspend(() => runBody(branch, bodies[branch.key]!))), {
+        concurrency: options?.concurrent === true ? "unbounded" : 1
+      })
+    )
     if (options?.timeout !== undefined) {
       const timeout = Duration.decode(options.timeout)
       all = Effect.timeoutFail(all, {
@@ -621,7 +708,7 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
           new TransactionError.TransactionTimeout({
             name,
             timeout,
-            elapsed: Duration.millis(Date.now() - started)
+            elapsed: Duration.millis(performance.now() - started)
           })
       })
     }
@@ -672,7 +759,10 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
         }
         yield* rollbackAll(branches)
         if (error === undefined) return yield* prepared
-        return yield* (classified?._tag === "TwoPhaseForbidden"
+        // A serialization failure or a deadlock at PREPARE (PostgreSQL checks SERIALIZABLE there): every branch is
+        // rolled back, and withRetry may run the transaction again.
+        return yield* (classified !== undefined &&
+            (classified._tag === "TwoPhaseForbidden" || TransactionError.isRetryable(classified))
           ? classified
           : new PrepareFailed({ participant: branch.member.name, dialect: branch.member.protocol.name, cause: error }))
       }
@@ -683,12 +773,13 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
     }
     yield* probe(settings, "prepared-all", txid)
     // The decision. A coordinator slower than the recovery threshold may already have been presumed aborted.
-    const elapsed = Date.now() - started
+    const elapsed = performance.now() - started
     const wanted: Decision = elapsed < Duration.toMillis(settings.recoveryThreshold) ? "commit" : "abort"
     const decided = yield* Effect.exit(decide(settings.log, settings.coordinatorId, txid, wanted, name, keys))
     let decision: Decision
     if (Exit.isSuccess(decided)) {
-      decision = decided.value
+      // A decision was there before this first insert: a recovery scan's abort (it may since have been forgotten).
+      decision = decided.value === "vanished" ? "abort" : decided.value
     } else {
       // The insert may or may not have been written: the first decision for the transaction wins, so write abort.
       const second = yield* Effect.exit(decide(settings.log, settings.coordinatorId, txid, "abort", name, keys))
@@ -699,6 +790,11 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
           transactionId: txid,
           cause: Cause.squash(decided.cause)
         })
+      }
+      if (second.value === "vanished") {
+        // The decision found was deleted before it could be read: this coordinator's own commit (the first insert
+        // did go through) that a recovery scan finished and forgot, or a scan's abort. Nobody can tell now.
+        return yield* new TwoPhaseOutcomeUnknown({ transactionId: txid, cause: Cause.squash(decided.cause) })
       }
       decision = second.value
       if (decision === "abort") {
@@ -795,7 +891,7 @@ const scanAll = (settings: Settings): Effect.Effect<{
           continue
         }
         for (const prepared of result.right) {
-          const txid = txidOf(settings.stem, prepared.gid)
+          const txid = txidOf(settings.stem, prepared.gid, member.rank)
           if (txid === undefined) {
             continue
           }
@@ -814,7 +910,7 @@ const scanAll = (settings: Settings): Effect.Effect<{
 const recover = (settings: Settings): Effect.Effect<TwoPhaseCommit.RecoveryReport> =>
   Effect.gen(function*() {
     const threshold = Duration.toSeconds(settings.recoveryThreshold)
-    const { found } = yield* scanAll(settings)
+    const { complete, found } = yield* scanAll(settings)
     const eligible = found.filter((f) => !settings.running.has(f.txid) && f.age >= threshold)
     let committed = 0
     let rolledBack = 0
@@ -824,8 +920,13 @@ const recover = (settings: Settings): Effect.Effect<TwoPhaseCommit.RecoveryRepor
       const outcome = yield* Effect.gen(function*() {
         let decision = decisions.get(branch.txid)
         if (decision === undefined) {
-          decision = (yield* readDecision(settings.log, settings.coordinatorId, branch.txid)) ??
+          const found = (yield* readDecision(settings.log, settings.coordinatorId, branch.txid)) ??
             (yield* decide(settings.log, settings.coordinatorId, branch.txid, "abort", "recovery", []))
+          if (found === "vanished") {
+            // Decided and forgotten between the read and the insert: another scan finished it; the next scan sees.
+            return yield* Effect.fail(new Error("its decision was finished by another recovery scan meanwhile"))
+          }
+          decision = found
           decisions.set(branch.txid, decision)
         }
         yield* finishPooled(branch.member, branch.gid, decision)
@@ -848,7 +949,8 @@ const recover = (settings: Settings): Effect.Effect<TwoPhaseCommit.RecoveryRepor
         Effect.annotateLogs({ participant: branch.member.name, gid: branch.gid, age: `${Math.round(branch.age)}s` })
       )
     }
-    yield* Metric.set(Metric.tagged(Metrics.inDoubt, "coordinator", settings.coordinatorId), failed)
+    // A scan that could not list every participant does not know how many are in doubt: the gauge keeps its value.
+    if (complete) yield* Metric.set(Metric.tagged(Metrics.inDoubt, "coordinator", settings.coordinatorId), failed)
     // Forget finished decisions: the rows are read before the second scan, and a commit row is written only once
     // every branch is prepared, so a row whose transaction the scan does not list any more is finished.
     const forgotten = yield* Effect.catchAllCause(
@@ -909,13 +1011,8 @@ const duration = (
   fallback: Duration.DurationInput,
   allowZero = false
 ): Effect.Effect<Duration.Duration, InvalidTwoPhaseConfig> => {
-  const decoded = Duration.decodeUnknown(input ?? fallback)
-  if (Option.isNone(decoded)) return Effect.fail(invalid(option, input, "a duration"))
-  const millis = Duration.toMillis(decoded.value)
-  if (millis < 0 || (!allowZero && millis === 0)) {
-    return Effect.fail(invalid(option, input, allowZero ? "a duration ≥ 0" : "a positive duration"))
-  }
-  return Effect.succeed(decoded.value)
+  const checked = checkDuration(input ?? fallback, allowZero)
+  return typeof checked === "string" ? Effect.fail(invalid(option, input, checked)) : Effect.succeed(checked)
 }
 
 /** @internal */
@@ -944,6 +1041,9 @@ export const make = (
       names.add(p.name)
     }
     if (names.size === 0) return yield* invalid("participants", "[]", "at least one participant")
+    if ([...names].join(",").length > 2000) {
+      return yield* invalid("participants", names.size, "the names, joined by commas, exceed the log's 2000 characters")
+    }
     if (!names.has(config.log)) return yield* invalid("log", config.log, "the name of one of the participants")
     const stem = `${prefix}.${coordinatorId}.`
     // The longest gid: the stem, a transaction id (17) and the last branch's number.
@@ -952,10 +1052,21 @@ export const make = (
     const recoveryThreshold = yield* duration("recoveryThreshold", config.recoveryThreshold, "1 minute", true)
     const recoveryInterval = yield* duration("recoveryInterval", config.recoveryInterval, "30 seconds")
     const abortRetention = yield* duration("abortRetention", config.abortRetention, "24 hours", true)
+    if (Duration.lessThan(abortRetention, recoveryThreshold)) {
+      // A forgotten abort would let a late coordinator's commit decision through.
+      return yield* invalid("abortRetention", config.abortRetention, "at least the recovery threshold")
+    }
     const members = new Map<string, Member>()
-    for (const p of config.participants) members.set(p.name, yield* member(p))
-    const logMember = members.get(config.log)!
-    const log: Log = { sql: logMember.sql, table }
+    for (const p of config.participants) members.set(p.name, yield* member(p, members.size))
+    const scope = yield* Effect.scope
+    const log: Log = {
+      member: members.get(config.log)!,
+      table,
+      lock: yield* Effect.makeSemaphore(1),
+      parent: scope,
+      conn: undefined,
+      connScope: undefined
+    }
     yield* createLog(log)
     const settings: Settings = {
       coordinatorId,
@@ -967,12 +1078,17 @@ export const make = (
       hooks: config.hooks,
       probe: config.probe,
       running: new Set(),
-      scope: yield* Effect.scope
+      scope
     }
     if (config.recovery !== false) {
       yield* recover(settings)
+      // A defect in one scan is logged; the next scan runs all the same.
+      const scan = Effect.catchAllCause(
+        recover(settings),
+        (cause) => Effect.logError("effect-sql-tx: the two-phase recovery scan failed", cause)
+      )
       yield* Effect.forkScoped(
-        Effect.interruptible(Effect.repeat(Effect.delay(recover(settings), recoveryInterval), Schedule.forever))
+        Effect.interruptible(Effect.repeat(Effect.delay(scan, recoveryInterval), Schedule.forever))
       )
     }
     return {

@@ -97,6 +97,8 @@ export const pg: Protocol = {
 
 const errno = (cause: unknown): unknown => property(cause, "errno")
 
+const utf8 = new TextDecoder()
+
 /** MySQL/MariaDB XA errors that mean a statement is not allowed in an XA transaction (or its state). */
 const xaForbidden: Record<number, string> = {
   1399: "the statement cannot run inside an XA transaction (an implicit commit: DDL, LOCK TABLES, COMMIT…)",
@@ -128,7 +130,7 @@ export const mysql: Protocol = {
           const text = typeof data === "string"
             ? data
             : data instanceof Uint8Array
-            ? Buffer.from(data).toString("utf8")
+            ? utf8.decode(data)
             : String(data)
           const gid = text.slice(0, Number(row.gtrid_length))
           return gid.startsWith(prefix) ? [{ gid, age: undefined }] : []
