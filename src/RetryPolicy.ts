@@ -90,6 +90,21 @@ const positive = (
  * Marks a policy as safe for idempotent transactions: `withRetry` then also retries `CommitOutcomeUnknown`, and
  * re-runs an attempt in which a transaction already committed.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { RetryPolicy, Transaction, withRetry } from "effect-sql-tx"
+ *
+ * // Setting a value (not adding to it): running it twice leaves the same row, so a COMMIT whose outcome is
+ * // unknown may be run again.
+ * const setPrice = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE prices SET amount = 10 WHERE id = 1`).pipe(
+ *   Transaction.atomic({ name: "set-price" })
+ * )
+ *
+ * const program = setPrice.pipe(withRetry(RetryPolicy.idempotent(RetryPolicy.defaultPolicy)))
+ * ```
+ *
  * @since 0.1.0
  * @category combinators
  */
@@ -112,8 +127,15 @@ export const isIdempotent = (policy: RetryPolicy<unknown, unknown>): boolean =>
  *
  * @example
  * ```ts
- * import { RetryPolicy, withRetry } from "effect-sql-tx"
+ * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { RetryPolicy, Transaction, withRetry } from "effect-sql-tx"
  *
+ * const transfer = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`UPDATE accounts SET balance = balance - 10`).pipe(
+ *   Transaction.atomic({ name: "transfer" })
+ * )
+ *
+ * // At most 10 retries, 20 ms, 40 ms, 80 ms… apart (jittered), never more than 2 seconds.
  * const patient = RetryPolicy.exponential({ base: "20 millis", times: 10, maxDelay: "2 seconds" })
  * const program = transfer.pipe(withRetry(patient))
  * ```
@@ -217,7 +239,15 @@ const errorTagOf = (error: unknown): string => {
  * @example
  * ```ts
  * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
  * import { Transaction, withRetry } from "effect-sql-tx"
+ *
+ * const transfer = Effect.gen(function*() {
+ *   const sql = yield* SqlClient.SqlClient
+ *   yield* sql`UPDATE accounts SET balance = balance - 10 WHERE id = 1`
+ *   yield* sql`UPDATE accounts SET balance = balance + 10 WHERE id = 2`
+ * })
+ * const audit = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`INSERT INTO audit (what) VALUES ('transfer')`)
  *
  * const program = transfer.pipe(Transaction.atomic({ isolation: "serializable" }), withRetry())
  *

@@ -300,6 +300,20 @@ export const release = (savepoint: Savepoint): Effect.Effect<void, TransactionEr
  * Marks the current block to roll back when it ends, even if its effect succeeds; the effect's value is still
  * returned. In a nested block, only that block's savepoint is rolled back.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { SqlClient } from "@effect/sql"
+ * import { Transaction } from "effect-sql-tx"
+ *
+ * // A dry run: the statements run and their rows are returned, then everything is rolled back.
+ * const preview = Effect.gen(function*() {
+ *   const sql = yield* SqlClient.SqlClient
+ *   yield* Transaction.setRollbackOnly
+ *   return yield* sql`UPDATE prices SET amount = amount * 1.1 RETURNING id, amount`
+ * }).pipe(Transaction.atomic({ name: "price-preview" }))
+ * ```
+ *
  * @since 0.1.0
  * @category combinators
  */

@@ -33,6 +33,8 @@ import * as Prometheus from "./Prometheus.js"
 import type { TransactionMonitor } from "./TransactionMonitor.js"
 
 /**
+ * The options of {@link router}.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -104,6 +106,8 @@ export class DashboardError extends Data.TaggedError("DashboardError")<{
 }
 
 /**
+ * The options of {@link layer}: those of the router, and where to listen.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -57,6 +57,9 @@ const describe = (what: string, fields: DatabaseErrorFields): string => {
  * @category errors
  */
 export class DeadlockDetected extends Data.TaggedError("DeadlockDetected")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Deadlock detected", this)
@@ -70,6 +73,9 @@ export class DeadlockDetected extends Data.TaggedError("DeadlockDetected")<Datab
  * @category errors
  */
 export class SerializationFailure extends Data.TaggedError("SerializationFailure")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Serialization failure", this)
@@ -83,6 +89,9 @@ export class SerializationFailure extends Data.TaggedError("SerializationFailure
  * @category errors
  */
 export class LockTimeout extends Data.TaggedError("LockTimeout")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Lock wait timed out", this)
@@ -96,6 +105,9 @@ export class LockTimeout extends Data.TaggedError("LockTimeout")<DatabaseErrorFi
  * @category errors
  */
 export class StatementTimeout extends Data.TaggedError("StatementTimeout")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Statement cancelled by a time limit", this)
@@ -109,6 +121,9 @@ export class StatementTimeout extends Data.TaggedError("StatementTimeout")<Datab
  * @category errors
  */
 export class ReadOnlyViolation extends Data.TaggedError("ReadOnlyViolation")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Write in a read-only transaction", this)
@@ -123,6 +138,9 @@ export class ReadOnlyViolation extends Data.TaggedError("ReadOnlyViolation")<Dat
  * @category errors
  */
 export class ConnectionLost extends Data.TaggedError("ConnectionLost")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Connection lost", this)
@@ -137,6 +155,9 @@ export class ConnectionLost extends Data.TaggedError("ConnectionLost")<DatabaseE
  * @category errors
  */
 export class TransactionAborted extends Data.TaggedError("TransactionAborted")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("Transaction aborted by an earlier error; it was rolled back", this)
@@ -151,6 +172,9 @@ export class TransactionAborted extends Data.TaggedError("TransactionAborted")<D
  * @category errors
  */
 export class CommitOutcomeUnknown extends Data.TaggedError("CommitOutcomeUnknown")<DatabaseErrorFields> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return describe("The connection failed during COMMIT; the transaction may or may not have committed", this)
@@ -168,6 +192,9 @@ export class ConnectionUnavailable extends Data.TaggedError("ConnectionUnavailab
   /** The bound that expired. */
   readonly acquireTimeout: Duration.Duration
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `No connection from the ${this.dialect} pool within ${Duration.format(this.acquireTimeout)}`
@@ -188,6 +215,9 @@ export class TransactionTimeout extends Data.TaggedError("TransactionTimeout")<{
   /** How long the body had run when it was stopped. */
   readonly elapsed: Duration.Duration
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Transaction "${this.name}" timed out after ${Duration.format(this.elapsed)} (limit ${
@@ -211,6 +241,9 @@ export class HookTimeout extends Data.TaggedError("HookTimeout")<{
   /** The limit that was set. */
   readonly timeout: Duration.Duration
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `A hook (${this.hook}) of transaction "${this.name}" ran longer than ${Duration.format(this.timeout)}`
@@ -230,6 +263,9 @@ export class SavepointError extends Data.TaggedError("SavepointError")<{
   /** Why the operation was refused. */
   readonly reason: string
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Savepoint "${this.savepoint}": ${this.reason}`
@@ -252,6 +288,9 @@ export class TransactionClosed extends Data.TaggedError("TransactionClosed")<{
   /** What was refused. */
   readonly operation: "statement" | "hook" | "savepoint"
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Transaction "${this.name}" (${this.transactionId}) has ended: a ${this.operation} can no longer use it`
@@ -273,6 +312,9 @@ export class TransactionOptionsConflict extends Data.TaggedError("TransactionOpt
   /** The nested block's value. */
   readonly requested: unknown
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Nested transaction option "${this.option}" = ${JSON.stringify(this.requested)} conflicts with the ` +
@@ -294,6 +336,9 @@ export class InvalidTransactionOptions extends Data.TaggedError("InvalidTransact
   /** Why it was refused. */
   readonly reason: string
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Invalid transaction option "${this.option}" (${String(this.value)}): ${this.reason}`
@@ -309,6 +354,9 @@ export class InvalidTransactionOptions extends Data.TaggedError("InvalidTransact
 export class UnsupportedDialect extends Data.TaggedError("UnsupportedDialect")<{
   readonly dialect: string
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Unsupported SQL dialect "${this.dialect}": effect-sql-tx supports pg, mysql and sqlite`
@@ -389,12 +437,16 @@ export const isSqlError = (u: unknown): u is SqlError =>
  *
  * @example
  * ```ts
+ * import { SqlError } from "@effect/sql/SqlError"
  * import { Dialect, TransactionError } from "effect-sql-tx"
+ * import { strictEqual } from "node:assert"
+ *
+ * // A deadlock as `@effect/sql-pg` reports it: the driver's error, with its SQLSTATE, is the cause.
+ * const sqlError = new SqlError({ cause: { code: "40P01", message: "deadlock detected" } })
  *
  * const classified = TransactionError.classify(sqlError, Dialect.pg)
- * if (classified._tag === "DeadlockDetected") {
- *   // …
- * }
+ * strictEqual(classified._tag, "DeadlockDetected")
+ * strictEqual(TransactionError.isRetryable(classified), true)
  * ```
  *
  * @since 0.1.0

@@ -167,6 +167,9 @@ export interface ActiveTransaction {
 }
 
 /**
+ * The manager service: the client and its dialect, the resolved configuration, and the outermost transactions
+ * running now.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -324,6 +327,18 @@ const watchLongRunning = (manager: TransactionManager): Effect.Effect<void, neve
 
 /**
  * The manager as a layer whose configuration is read with `Config`.
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { TransactionManager } from "effect-sql-tx"
+ *
+ * // TX_TIMEOUT=2s and TX_LONG_RUNNING=30s in the environment; the defaults otherwise.
+ * const TransactionsLive = TransactionManager.layerConfig({
+ *   defaults: { timeout: Config.duration("TX_TIMEOUT").pipe(Config.withDefault("5 seconds")) },
+ *   longRunningThreshold: Config.duration("TX_LONG_RUNNING").pipe(Config.withDefault("1 minute"))
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category layers

@@ -319,6 +319,19 @@ const figures = (accumulator: Accumulator): Figures => {
  * Reads the metrics of effect-sql-tx from Effect's metric registry, overall and per transaction name, with the
  * derived figures: success and failure rates, average and p50/p95/p99 durations.
  *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { TransactionMetrics } from "effect-sql-tx"
+ *
+ * const report = Effect.gen(function*() {
+ *   const { overall, byName } = yield* TransactionMetrics.snapshot
+ *   yield* Effect.log(`${overall.committed} committed, ${overall.failed} failed, p99 ${overall.duration.p99} s`)
+ *   const checkout = byName["checkout"]
+ *   if (checkout !== undefined) yield* Effect.log(`checkout: ${checkout.failureRate * 100} % failed`)
+ * })
+ * ```
+ *
  * @since 0.1.0
  * @category getters
  */

@@ -56,6 +56,8 @@ export type CountField =
   | "savepointBudgetExceeded"
 
 /**
+ * The counters of a snapshot or a window, one per {@link CountField}.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -181,6 +183,8 @@ export interface MonitorReading {
 }
 
 /**
+ * How serious an alert is, from the lowest: `info`, `warning`, `error`, `critical`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -327,6 +331,8 @@ export interface AlertQuery {
 }
 
 /**
+ * The time range (and the instance) of the monitor's `history`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -340,12 +346,16 @@ export interface HistoryQuery {
 }
 
 /**
+ * The verdict of {@link Health}, which says when each applies.
+ *
  * @since 0.1.0
  * @category models
  */
 export type HealthStatus = "healthy" | "degraded" | "unhealthy"
 
 /**
+ * Points taken off the health score, and why.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -394,6 +404,8 @@ export interface Recommendation {
 }
 
 /**
+ * The figures whose direction a {@link Trend} follows.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -421,6 +433,8 @@ export interface Trend {
 }
 
 /**
+ * The options of the monitor's `trends`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -432,6 +446,8 @@ export interface TrendOptions {
 }
 
 /**
+ * The time range and format of the monitor's `report`.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -473,6 +489,8 @@ export interface MonitorPersistence {
 }
 
 /**
+ * The options of {@link layer} and {@link make}.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -503,6 +521,9 @@ export interface TransactionMonitorConfig {
 }
 
 /**
+ * The monitor service: the snapshot history, alerts, health, recommendations, trends, reports, silences and a
+ * stream of its events.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -631,18 +652,42 @@ export interface ThresholdRuleOptions {
 }
 
 /**
+ * The value of a figure from which each level fires (the highest level reached wins); a level left out never fires.
+ *
  * @since 0.1.0
  * @category models
  */
 export type Thresholds = { readonly [K in AlertLevel]?: number | undefined }
 
 /**
+ * A rule of your own on one figure of a trailing window, for every transaction name and overall (see
+ * {@link ThresholdRuleOptions}); `measure` returns `undefined` when there is nothing to measure.
+ *
+ * @example
+ * ```ts
+ * import { TransactionMonitor } from "effect-sql-tx"
+ *
+ * // Deeply nested transactions: more than 20 savepoints per transaction warns, more than 100 is an error.
+ * const savepointHeavy = TransactionMonitor.thresholdRule({
+ *   name: "savepoint-heavy",
+ *   description: "Savepoints per transaction",
+ *   label: "savepoints per transaction",
+ *   unit: "count",
+ *   thresholds: { warning: 20, error: 100 },
+ *   measure: (figures) => figures.counts.started === 0 ? undefined : figures.counts.savepoints / figures.counts.started
+ * })
+ *
+ * const MonitorLive = TransactionMonitor.layer({ rules: [...TransactionMonitor.defaultRules(), savepointHeavy] })
+ * ```
+ *
  * @since 0.1.0
  * @category constructors
  */
 export const thresholdRule: (options: ThresholdRuleOptions) => AlertRule = Rules.thresholdRule
 
 /**
+ * The options of {@link anomalyRule}.
+ *
  * @since 0.1.0
  * @category models
  */

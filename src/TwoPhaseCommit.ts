@@ -230,6 +230,9 @@ export class TwoPhaseUnsupported extends Data.TaggedError("TwoPhaseUnsupported")
   readonly participant: string
   readonly dialect: DialectName | "mssql" | "unknown"
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Participant "${this.participant}" (${this.dialect}) cannot take part in a two-phase commit: ` +
@@ -247,6 +250,9 @@ export class PreparedTransactionsDisabled extends Data.TaggedError("PreparedTran
   readonly participant: string
   readonly cause: unknown
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Participant "${this.participant}": PostgreSQL has max_prepared_transactions = 0, so it cannot prepare ` +
@@ -270,6 +276,9 @@ export class TwoPhaseForbidden extends Data.TaggedError("TwoPhaseForbidden")<{
   readonly reason: string
   readonly cause: unknown
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Participant "${this.participant}" (${this.dialect} ${this.code}): ${this.reason}`
@@ -288,6 +297,9 @@ export class PrepareFailed extends Data.TaggedError("PrepareFailed")<{
   readonly dialect: DialectName
   readonly cause: unknown
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     const cause = this.cause as { readonly message?: unknown } | undefined
@@ -309,6 +321,9 @@ export class TwoPhaseAborted extends Data.TaggedError("TwoPhaseAborted")<{
   readonly transactionId: string
   readonly reason: string
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Two-phase transaction ${this.transactionId} was rolled back: ${this.reason}`
@@ -326,6 +341,9 @@ export class TwoPhaseOutcomeUnknown extends Data.TaggedError("TwoPhaseOutcomeUnk
   readonly transactionId: string
   readonly cause: unknown
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `The outcome of two-phase transaction ${this.transactionId} is not known yet: the decision could not be ` +
@@ -344,6 +362,9 @@ export class InvalidTwoPhaseConfig extends Data.TaggedError("InvalidTwoPhaseConf
   readonly value: unknown
   readonly reason: string
 }> {
+  /**
+   * @since 0.1.0
+   */
   readonly [TypeId]: TypeId = TypeId
   override get message(): string {
     return `Invalid two-phase commit ${this.option} (${String(this.value)}): ${this.reason}`
@@ -444,6 +465,8 @@ export type BodiesContext<B extends Record<string, Effect.Effect<any, any, any>>
   | ([Extract<Effect.Effect.Context<B[keyof B]>, Transaction>] extends [never] ? never : BodyCannotRequireTransaction)
 
 /**
+ * The coordinator service: its participants, and {@link run}, {@link recover} and {@link inDoubt} bound to them.
+ *
  * @since 0.1.0
  * @category models
  */

@@ -1,4 +1,8 @@
 /**
+ * Production-grade database transactions for Effect programs on top of `@effect/sql`: one namespace per module,
+ * and the two names most programs need, {@link TransactionLayer} and {@link withRetry}. The Prometheus endpoint and
+ * the dashboard have entry points of their own, `effect-sql-tx/Prometheus` and `effect-sql-tx/TransactionDashboard`.
+ *
  * @since 0.1.0
  */
 import * as RetryPolicy from "./RetryPolicy.js"
@@ -70,6 +74,16 @@ export * as TwoPhaseCommit from "./TwoPhaseCommit.js"
 
 /**
  * The manager with its defaults: `TransactionManager.layer()`. It needs a `SqlClient`.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { SqliteClient } from "@effect/sql-sqlite-node"
+ * import { TransactionLayer } from "effect-sql-tx"
+ *
+ * // Built once, provided at the edge: the client and the manager that uses it.
+ * const MainLive = TransactionLayer.pipe(Layer.provideMerge(SqliteClient.layer({ filename: "app.db" })))
+ * ```
  *
  * @since 0.1.0
  * @category layers
