@@ -160,7 +160,12 @@ export interface Config<P extends ReadonlyArray<Participant<any, any>>> {
    * the same time should have different ids.
    */
   readonly coordinatorId: string
-  /** The participants: distinct names. */
+  /**
+   * The participants: distinct names. Their order is part of the global ids (each branch's ends with its
+   * participant's place): keep it across restarts while transactions may be in doubt, and add new ones at the end.
+   * A run takes its branches' connections in this order. The log participant's pool needs 2 connections or more
+   * (the coordinator keeps one for the log, and lets branches hold at most the others).
+   */
   readonly participants: P
   /** The name of the participant whose database keeps the coordinator log. */
   readonly log: string
@@ -172,8 +177,9 @@ export interface Config<P extends ReadonlyArray<Participant<any, any>>> {
   readonly recoveryInterval?: Duration.DurationInput | undefined
   /**
    * A prepared transaction is recovered only once it is older than this (and not run by this process). It must
-   * exceed the time from the start of a transaction's bodies to its decision: a coordinator that is slower than
-   * this (bodies and PREPAREs) rolls back instead of committing. Default 1 minute.
+   * exceed the time from the start of a run (waiting for its connections included) to its decision: a coordinator
+   * that is slower than this rolls back instead of committing. Default 1 minute. At 0 every run of the coordinator
+   * rolls back: a coordinator meant only to recover.
    */
   readonly recoveryThreshold?: Duration.DurationInput | undefined
   /**
@@ -200,7 +206,11 @@ export interface Config<P extends ReadonlyArray<Participant<any, any>>> {
 export interface RunOptions {
   /** A label for metrics, logs and spans, also kept in the log. Default `"two_phase"`. */
   readonly name?: string | undefined
-  /** A bound on the bodies (not on PREPARE or COMMIT): when it expires every branch rolls back. */
+  /**
+   * A bound on phase one's first part, the connections' reservation and the bodies (not on PREPARE or COMMIT): when
+   * it expires every branch rolls back. A wait for a pool's connection is not cut short (the pools leak an
+   * interrupted one): it ends at the pool's own connect timeout.
+   */
   readonly timeout?: Duration.DurationInput | undefined
   /** One isolation level for every branch, or one per participant name. */
   readonly isolation?:
@@ -310,8 +320,7 @@ export class PrepareFailed extends Data.TaggedError("PrepareFailed")<{
 
 /**
  * The transaction was decided aborted before this coordinator could log its commit: it took longer than the
- * recovery threshold from the start of its bodies, a recovery scan presumed it aborted, or the decision could not
- * be written. Every branch was rolled back, so running it again is safe; `withRetry` does not (the cause is rarely
+ * recovery threshold from its start, or a recovery scan presumed it aborted. Every branch was rolled back, so running it again is safe; `withRetry` does not (the cause is rarely
  * transient): `Effect.retry` with `while: (e) => e._tag === "TwoPhaseAborted"` does.
  *
  * @since 0.1.0
@@ -331,8 +340,9 @@ export class TwoPhaseAborted extends Data.TaggedError("TwoPhaseAborted")<{
 }
 
 /**
- * The decision could not be written nor read back: every branch is prepared, and the recovery scan will commit or
- * roll back all of them, whichever the log says (presumed abort when it holds nothing). Never retried.
+ * The decision could not be written nor read back (or was finished and deleted by a recovery scan before it could
+ * be read): the recovery scan commits or rolls back every branch still prepared, all one way, whichever the log
+ * says (presumed abort when it holds nothing). Check the outcome before running it again; never retried.
  *
  * @since 0.1.0
  * @category errors

@@ -431,6 +431,44 @@ describe("two-phase commit", () => {
           }).pipe(Effect.scoped),
         60_000
       )
+
+      it.live(
+        "the log's connection killed by the server: the next decision takes another, even with every run waiting",
+        () =>
+          Effect.gen(function*() {
+            const t = yield* tables(pair)
+            const logTable = `tpc_log_${T.uniqueCoordinator()}`
+            yield* Effect.addFinalizer(() => Effect.ignore(t.a.unsafe(`DROP TABLE IF EXISTS ${logTable}`)))
+            const c = yield* coordinator(pair, { logTable })
+            const kill = Effect.gen(function*() {
+              // The coordinator's own connection: the only session whose last statement named the log table.
+              const sessions = yield* t.a<{ pid: number }>`SELECT pid FROM pg_stat_activity
+              WHERE query LIKE ${`%${logTable}%`} AND pid <> pg_backend_pid()`
+              assert.strictEqual(sessions.length, 1)
+              yield* t.a`SELECT pg_terminate_backend(${sessions[0]!.pid})`
+            })
+            const run = (id: string) =>
+              c.run({
+                [pair.a.name]: Effect.zipRight(T.insert(t.name, id), Effect.sleep("20 millis")),
+                [pair.b.name]: T.insert(t.name, id)
+              })
+            yield* kill
+            // One run: its decision finds the connection dead, and writes it on another (no TwoPhaseAborted).
+            yield* run("k00")
+            yield* kill
+            // Twelve at once on pools of 4: the log's replacement is never left waiting behind the runs' branches.
+            yield* Effect.forEach(
+              Array.from({ length: 12 }, (_, i) => `k${String(i + 1).padStart(2, "0")}`),
+              run,
+              { concurrency: "unbounded", discard: true }
+            )
+            const [a, b] = yield* t.rows
+            assert.strictEqual(a.length, 13)
+            assert.deepStrictEqual(a, b)
+            assert.deepStrictEqual(yield* T.preparedLeft(c.coordinatorId), [])
+          }).pipe(Effect.scoped),
+        60_000
+      )
     })
   }
 
@@ -661,6 +699,16 @@ describe("two-phase commit", () => {
         assert.strictEqual((short as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "abortRetention")
         const nan = yield* config({ recoveryThreshold: NaN })
         assert.strictEqual((nan as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "recoveryThreshold")
+        const negative = yield* config({ recoveryThreshold: "-1 minutes" })
+        assert.strictEqual((negative as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "recoveryThreshold")
+        // The coordinator keeps a connection of the log participant's pool for the log.
+        const single = yield* Effect.flip(TwoPhaseCommit.make({
+          coordinatorId: T.uniqueCoordinator(),
+          participants: [TwoPhaseCommit.participant("pg", Databases.pg({ maxConnections: 1 }))],
+          log: "pg",
+          recovery: false
+        }))
+        assert.strictEqual((single as TwoPhaseCommit.InvalidTwoPhaseConfig).option, "log")
       }).pipe(Effect.scoped))
 
     it.live("withRetry learns that a two-phase transaction committed: the attempt does not run again", () =>
@@ -681,18 +729,26 @@ describe("two-phase commit", () => {
         assert.strictEqual(error._tag, "SerializationFailure")
         assert.strictEqual(attempts, 1)
         assert.deepStrictEqual(yield* t.rows, [["w1"], ["w1"]])
-        // A two-phase transaction that failed with a retryable error is run again.
+        // A two-phase transaction that failed with a retryable error is run again; as with atomic, the
+        // afterRollback hooks of the attempts run again are dropped.
         let tries = 0
+        const hooks: Array<string> = []
         yield* withRetry(
           c.run({
             pga: T.insert(t.name, "x1"),
             pgb: Effect.suspend((): Effect.Effect<unknown, unknown, SqlClient.SqlClient> =>
               ++tries < 3 ? Effect.fail(new TransactionError.SerializationFailure(fields)) : T.insert(t.name, "x1")
             )
+          }, {
+            hooks: {
+              afterRollback: () => Effect.sync(() => hooks.push("rolled back")),
+              afterCommit: () => Effect.sync(() => hooks.push("committed"))
+            }
           }),
           Schedule.recurs(3)
         )
         assert.strictEqual(tries, 3)
+        assert.deepStrictEqual(hooks, ["committed"])
         assert.deepStrictEqual(yield* t.rows, [["w1", "x1"], ["w1", "x1"]])
       }).pipe(Effect.scoped))
 
@@ -703,17 +759,24 @@ describe("two-phase commit", () => {
         yield* t.a.unsafe(`INSERT INTO ${t.name} (id, amount) VALUES ('on1', 1), ('on2', 1)`)
         const c = yield* coordinator(pair)
         const bothRead = yield* Effect.all([Deferred.make<void>(), Deferred.make<void>()])
+        const secondUpdated = yield* Deferred.make<void>()
         const firstDone = yield* Deferred.make<void>()
-        // Each reads both rows (both on call), then takes one off call: together they break "one on call".
+        let secondBodyEnded = false
+        // Each reads both rows (both on call), then takes one off call: together they break "one on call". Both
+        // UPDATEs run before either PREPARE; the second prepares once the first committed.
         const body = (i: 0 | 1) =>
           Effect.flatMap(SqlClient.SqlClient, (sql) =>
             Effect.gen(function*() {
               yield* sql.unsafe(`SELECT SUM(amount) AS n FROM ${t.name}`)
               yield* Deferred.succeed(bothRead[i], undefined)
               yield* Deferred.await(bothRead[1 - i]!)
+              if (i === 0) yield* Deferred.await(secondUpdated)
               yield* sql.unsafe(`UPDATE ${t.name} SET amount = 0 WHERE id = 'on${i + 1}'`)
-              // The second ends its body (and prepares) only once the first committed.
-              if (i === 1) yield* Deferred.await(firstDone)
+              if (i === 1) {
+                yield* Deferred.succeed(secondUpdated, undefined)
+                yield* Deferred.await(firstDone)
+                secondBodyEnded = true
+              }
             }))
         const run = (i: 0 | 1) =>
           Effect.either(c.run({ pga: body(i), pgb: Effect.void }, { isolation: "serializable" }))
@@ -723,6 +786,8 @@ describe("two-phase commit", () => {
         ], { concurrency: 2 })
         assert.isTrue(first._tag === "Right", `the first commits: ${JSON.stringify(first)}`)
         assert.isTrue(second._tag === "Left")
+        // The second's body ended: the failure came at its PREPARE.
+        assert.isTrue(secondBodyEnded)
         if (second._tag === "Left") {
           assert.strictEqual(second.left._tag, "SerializationFailure")
           assert.isTrue(TransactionError.isRetryable(second.left))

@@ -42,7 +42,16 @@ export const checkDuration = (
   const nanos = Option.isSome(decoded) && Duration.isFinite(decoded.value)
     ? Option.getOrElse(Duration.toNanos(decoded.value), () => -1n)
     : -1n
-  const valid = typeof input === "number" ? allowZero ? input >= 0 : input > 0 : true
+  // Negative strings, bigints and tuples decode to zero as well.
+  const valid = typeof input === "number"
+    ? allowZero ? input >= 0 : input > 0
+    : typeof input === "string"
+    ? !/^\s*-/.test(input)
+    : typeof input === "bigint"
+    ? input >= 0n
+    : Array.isArray(input)
+    ? input.every((n) => typeof n === "number" && n >= 0)
+    : true
   if (Option.isNone(decoded) || !valid || nanos < 0n || (!allowZero && nanos === 0n)) {
     return allowZero ? "expected a finite duration ≥ 0" : "expected a positive, finite duration"
   }

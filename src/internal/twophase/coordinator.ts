@@ -9,7 +9,6 @@ import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
@@ -138,10 +137,10 @@ interface Log {
   readonly member: Member
   readonly table: string
   readonly lock: Effect.Semaphore
-  /** Where the connection's scope is forked from: the coordinator's. */
-  readonly parent: Scope.Scope
   conn: Connection | undefined
   connScope: Scope.CloseableScope | undefined
+  /** The coordinator's scope has closed: its connection is back in the pool, and no statement may use it. */
+  closed: boolean
 }
 
 /** Drops the log's connection (destroyed: its state is unknown); the next statement reserves another. */
@@ -162,8 +161,15 @@ const dropLogConnection = (log: Log): Effect.Effect<void> =>
 const onLog = <A>(log: Log, statements: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
   Effect.uninterruptible(
     log.lock.withPermits(1)(Effect.gen(function*() {
+      if (log.closed) {
+        return yield* new SqlError({
+          cause: new Error("the two-phase coordinator's scope has closed"),
+          message: "Two-phase coordinator closed"
+        })
+      }
       if (log.conn === undefined) {
-        const scope = yield* Scope.fork(log.parent, ExecutionStrategy.sequential)
+        // A scope of its own, closed when the connection is dropped or the coordinator closes (`closeLog`).
+        const scope = yield* Scope.make()
         log.conn = yield* Effect.onError(
           Effect.provideService(log.member.sql.reserve, Scope.Scope, scope),
           () => Scope.close(scope, Exit.void)
@@ -183,6 +189,18 @@ const onLog = <A>(log: Log, statements: Effect.Effect<A, SqlError>): Effect.Effe
           return lost ? dropLogConnection(log) : Effect.void
         })
       )
+    }))
+  )
+
+/** Gives the log's connection back when the coordinator closes, once any statement on it has ended. */
+const closeLog = (log: Log): Effect.Effect<void> =>
+  Effect.uninterruptible(
+    log.lock.withPermits(1)(Effect.suspend(() => {
+      log.closed = true
+      const scope = log.connScope
+      log.conn = undefined
+      log.connScope = undefined
+      return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
     }))
   )
 
@@ -281,13 +299,14 @@ const makeTxid = (now: number): string => {
 const txidTime = (txid: string): number => parseInt(txid.slice(0, 9), 36)
 
 /**
- * The transaction id of a gid of this coordinator's participant of this rank (`<prefix>.<coordinator>.<txid>.<rank>`):
- * a database may list the branches of other participants too (XA RECOVER lists the whole server's).
+ * The transaction id and the participant's rank of a gid of this coordinator (`<prefix>.<coordinator>.<txid>.<rank>`).
+ * A database may list the branches of other participants too (XA RECOVER lists the whole server's): a scan keeps
+ * those of its participant's rank.
  */
-const txidOf = (stem: string, gid: string, rank: number): string | undefined => {
+const parseGid = (stem: string, gid: string): { readonly txid: string; readonly rank: string } | undefined => {
   if (!gid.startsWith(stem)) return undefined
   const rest = gid.slice(stem.length).split(".")
-  return rest.length === 2 && rest[0]!.length > 0 && rest[1] === String(rank) ? rest[0] : undefined
+  return rest.length === 2 && rest[0]!.length > 0 ? { txid: rest[0]!, rank: rest[1]! } : undefined
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +325,9 @@ interface Branch {
   state: BranchState
   /** The connection must not go back to the pool (its state is unknown, or a prepared XA branch is attached). */
   destroy: boolean
+  /** The log participant's gate (its branches may hold all of its pool but one connection, the log's). */
+  readonly gate: Effect.Semaphore | undefined
+  holdsGate: boolean
 }
 
 /** Sends SQL on a branch's own connection (PostgreSQL: the raw result, with its command tag). */
@@ -324,6 +346,10 @@ const closedError = () =>
 /** Reserves the branch's connection (uninterruptibly: the pools leak a connection whose wait is interrupted). */
 const open = (branch: Branch): Effect.Effect<void, unknown> =>
   Effect.uninterruptible(Effect.gen(function*() {
+    if (branch.gate !== undefined) {
+      yield* branch.gate.take(1)
+      branch.holdsGate = true
+    }
     const conn = yield* Effect.mapError(
       Effect.provideService(branch.member.sql.reserve, Scope.Scope, branch.scope),
       (error) => TransactionError.classify(error, branch.member.dialect)
@@ -419,54 +445,82 @@ const finishPooled = (
         listed.some((prepared) => prepared.gid === gid) ? Effect.fail(error) : Effect.void)
   )
 
-/** Finishes a prepared branch on its own connection, else (destroying that one) on pooled ones. */
-const finishPrepared = (
-  branch: Branch,
-  decision: Decision,
-  retry: Schedule.Schedule<unknown, unknown>
-): Effect.Effect<void, unknown> => {
-  const { member } = branch
-  const own = decision === "commit" ? member.protocol.commitPrepared(branch.gid) : member.protocol.rollbackPrepared(
-    branch.gid
-  )
-  return send(branch, own).pipe(
-    Effect.catchAll((error) =>
-      member.protocol.isUnknownId(error.cause) && !member.protocol.attached
-        ? Effect.void
-        : Effect.zipRight(
-          Effect.sync(() => {
-            // Closing its session detaches a MariaDB branch, which other sessions can then finish.
-            branch.destroy = true
-          }),
-          Effect.zipRight(
-            releaseBranch(branch),
-            Effect.retry(
-              Effect.tapError(
-                finishPooled(member, branch.gid, decision),
-                () => Metric.increment(Metrics.commitRetries)
-              ),
-              retry
-            )
-          )
-        )
-    ),
-    Effect.tap(() =>
-      Effect.sync(() => {
+/**
+ * Finishes a prepared branch on its own connection: succeeds with whether it did. When it did not, the connection
+ * is marked for destruction (closing its session detaches a MariaDB branch, which other sessions can then finish).
+ */
+const finishOwn = (branch: Branch, decision: Decision): Effect.Effect<boolean> =>
+  Effect.suspend(() => {
+    const { member } = branch
+    if (branch.conn === undefined) return Effect.succeed(false)
+    const text = decision === "commit"
+      ? member.protocol.commitPrepared(branch.gid)
+      : member.protocol.rollbackPrepared(branch.gid)
+    return Effect.match(send(branch, text), {
+      onSuccess: () => {
         branch.state = "finished"
-        // Finished on its own session (still there): the session is clean and goes back to the pool.
-        if (branch.conn !== undefined) branch.destroy = false
-      })
-    )
-  )
-}
+        // Finished on its own session: the session is clean and goes back to the pool.
+        branch.destroy = false
+        return true
+      },
+      onFailure: (error) => {
+        if (member.protocol.isUnknownId(error.cause) && !member.protocol.attached) {
+          branch.state = "finished"
+          branch.destroy = false
+          return true
+        }
+        branch.destroy = true
+        return false
+      }
+    })
+  })
 
-/** Gives a branch's connection back (destroyed when it must be), once. */
+/**
+ * Finishes prepared branches with a decision: each on its own connection first; then, if some failed, every
+ * connection of the run (`all`) is given back before those are retried on pooled connections, so that a run never
+ * holds a connection while it waits for one. Succeeds with the branches left unfinished.
+ */
+const finishAll = (
+  branches: ReadonlyArray<Branch>,
+  all: ReadonlyArray<Branch>,
+  decision: Decision,
+  retry: Schedule.Schedule<unknown, unknown>,
+  onFinished: () => Effect.Effect<void> = () => Effect.void
+): Effect.Effect<ReadonlyArray<Branch>> =>
+  Effect.gen(function*() {
+    const left: Array<Branch> = []
+    for (const branch of branches) {
+      if (yield* finishOwn(branch, decision)) yield* onFinished()
+      else left.push(branch)
+    }
+    if (left.length === 0) return left
+    yield* Effect.forEach(all, releaseBranch, { discard: true })
+    const failed: Array<Branch> = []
+    for (const branch of left) {
+      const pooled = Effect.tapError(
+        finishPooled(branch.member, branch.gid, decision),
+        () => Metric.increment(Metrics.commitRetries)
+      )
+      const exit = yield* Effect.exit(Effect.retry(pooled, retry))
+      if (Exit.isFailure(exit)) {
+        failed.push(branch)
+        continue
+      }
+      branch.state = "finished"
+      yield* onFinished()
+    }
+    return failed
+  })
+
+/** Gives a branch's connection back (destroyed when it must be), and its place at the log's pool gate, once. */
 const releaseBranch = (branch: Branch): Effect.Effect<void> =>
   Effect.suspend(() => {
     const conn = branch.conn
     const destroy = conn !== undefined && branch.destroy ? branch.member.dialect.destroy(conn) : Effect.void
     branch.conn = undefined
-    return Effect.zipRight(Effect.ignore(destroy), Scope.close(branch.scope, Exit.void))
+    const gate = branch.holdsGate ? Effect.asVoid(branch.gate!.release(1)) : Effect.void
+    branch.holdsGate = false
+    return Effect.zipRight(Effect.zipRight(Effect.ignore(destroy), Scope.close(branch.scope, Exit.void)), gate)
   })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -477,6 +531,11 @@ interface Settings {
   readonly stem: string
   readonly members: ReadonlyMap<string, Member>
   readonly log: Log
+  /**
+   * Lets the branches of running transactions hold at most all but one connection of the log participant's pool
+   * (when its size is known): the log's own connection, if lost, can always be replaced.
+   */
+  readonly logGate: Effect.Semaphore | undefined
   readonly recoveryThreshold: Duration.Duration
   readonly abortRetention: Duration.Duration
   readonly hooks: TwoPhaseCommit.TwoPhaseHooks | undefined
@@ -522,6 +581,22 @@ const runHook = (
         Effect.logWarning(`effect-sql-tx: a two-phase hook failed (${kind})`, cause)
       )
   ).pipe(Effect.asVoid)
+
+/**
+ * The coordinator's hook of a kind, then the run's; outside the attempt of an enclosing withRetry (a transaction
+ * a hook runs is not the attempt's).
+ */
+const afterHooks = (
+  kind: "afterCommit" | "afterRollback",
+  first: ((info: TwoPhaseCommit.TwoPhaseInfo) => Effect.Effect<unknown, unknown>) | undefined,
+  second: ((info: TwoPhaseCommit.TwoPhaseInfo) => Effect.Effect<unknown, unknown>) | undefined,
+  info: TwoPhaseCommit.TwoPhaseInfo
+): Effect.Effect<void> =>
+  first === undefined && second === undefined ? Effect.void : Effect.locally(
+    Effect.zipRight(runHook(kind, first, info), runHook(kind, second, info)),
+    currentRetryAttempt,
+    undefined
+  )
 
 const validIsolation = (
   options: TwoPhaseCommit.RunOptions | undefined,
@@ -602,7 +677,9 @@ const run = (settings: Settings) =>
             conn: undefined,
             fate: { doomed: undefined, closed: undefined },
             state: "idle",
-            destroy: false
+            destroy: false,
+            gate: member === settings.log.member ? settings.logGate : undefined,
+            holdsGate: false
           })
         }
         settings.running.add(txid)
@@ -622,8 +699,7 @@ const run = (settings: Settings) =>
         if (Exit.isSuccess(exit)) {
           yield* Metric.increment(tagged(Metrics.committed))
           yield* Metric.update(Metric.tagged(tagged(Metrics.duration), "outcome", "committed"), seconds)
-          yield* runHook("afterCommit", settings.hooks?.afterCommit, info)
-          yield* runHook("afterCommit", options?.hooks?.afterCommit, info)
+          yield* afterHooks("afterCommit", settings.hooks?.afterCommit, options?.hooks?.afterCommit, info)
         } else {
           const outcome = Cause.failureOption(exit.cause).pipe(
               Option.map((error) => property(error, "_tag") === "TwoPhaseOutcomeUnknown"),
@@ -635,8 +711,16 @@ const run = (settings: Settings) =>
           yield* Metric.update(Metric.tagged(tagged(Metrics.duration), "outcome", outcome), seconds)
           if (outcome === "rolled_back") {
             yield* Metric.increment(tagged(Metrics.rolledBack))
-            yield* runHook("afterRollback", settings.hooks?.afterRollback, info)
-            yield* runHook("afterRollback", options?.hooks?.afterRollback, info)
+            const hooks = afterHooks(
+              "afterRollback",
+              settings.hooks?.afterRollback,
+              options?.hooks?.afterRollback,
+              info
+            )
+            // As for a transaction of `atomic`: inside withRetry they run when it stops, and not at all if it runs
+            // the attempt again.
+            if (attempt !== undefined) attempt.deferred.push(hooks)
+            else yield* hooks
           }
         }
         return yield* exit
@@ -655,28 +739,23 @@ const run = (settings: Settings) =>
     )
   })
 
-/** Rolls back every branch: those not prepared on their connection, the prepared ones with ROLLBACK PREPARED. */
+/**
+ * Rolls back every branch: those not prepared on their connection, then the prepared ones (or maybe prepared: a
+ * PREPARE whose answer was lost) with ROLLBACK PREPARED, on their connection or else on pooled ones once the run's
+ * connections are given back. What cannot be rolled back now is left to the recovery scan (no commit decision:
+ * presumed abort).
+ */
 const rollbackAll = (branches: ReadonlyArray<Branch>): Effect.Effect<void> =>
-  Effect.forEach(branches, (branch) => {
-    switch (branch.state) {
-      case "active":
-        return rollbackActive(branch)
-      case "preparing":
-      case "prepared":
-        // A PREPARE whose answer was lost may have prepared the branch: roll it back if it is there. What cannot be
-        // rolled back now is left to the recovery scan (no commit decision: presumed abort).
-        return Effect.catchAllCause(
-          finishPrepared(branch, "abort", inlineRetry),
-          (cause) =>
-            Effect.logWarning(
-              "effect-sql-tx: a prepared branch could not be rolled back; the recovery scan will",
-              cause
-            ).pipe(Effect.annotateLogs({ gid: branch.gid, participant: branch.member.name }))
-        )
-      default:
-        return Effect.void
+  Effect.gen(function*() {
+    for (const branch of branches) if (branch.state === "active") yield* rollbackActive(branch)
+    const prepared = branches.filter((branch) => branch.state === "preparing" || branch.state === "prepared")
+    if (prepared.length === 0) return
+    const failed = yield* finishAll(prepared, branches, "abort", inlineRetry)
+    for (const branch of failed) {
+      yield* Effect.logWarning("effect-sql-tx: a prepared branch could not be rolled back; the recovery scan will")
+        .pipe(Effect.annotateLogs({ gid: branch.gid, participant: branch.member.name }))
     }
-  }, { discard: true })
+  })
 
 const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
   settings: Settings,
@@ -762,7 +841,8 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
         // A serialization failure or a deadlock at PREPARE (PostgreSQL checks SERIALIZABLE there): every branch is
         // rolled back, and withRetry may run the transaction again.
         return yield* (classified !== undefined &&
-            (classified._tag === "TwoPhaseForbidden" || TransactionError.isRetryable(classified))
+            (classified._tag === "TwoPhaseForbidden" || classified._tag === "SerializationFailure" ||
+              classified._tag === "DeadlockDetected")
           ? classified
           : new PrepareFailed({ participant: branch.member.name, dialect: branch.member.protocol.name, cause: error }))
       }
@@ -781,8 +861,9 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
       // A decision was there before this first insert: a recovery scan's abort (it may since have been forgotten).
       decision = decided.value === "vanished" ? "abort" : decided.value
     } else {
-      // The insert may or may not have been written: the first decision for the transaction wins, so write abort.
-      const second = yield* Effect.exit(decide(settings.log, settings.coordinatorId, txid, "abort", name, keys))
+      // The insert may or may not have been written (or the log's connection was found dead and replaced): the
+      // first decision written for the transaction wins, so writing the same one again is safe.
+      const second = yield* Effect.exit(decide(settings.log, settings.coordinatorId, txid, wanted, name, keys))
       if (Exit.isFailure(second)) {
         // Nobody knows: leave every branch prepared for the recovery scan, which reads the log.
         for (const branch of branches) if (branch.member.protocol.attached) branch.destroy = true
@@ -797,20 +878,13 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
         return yield* new TwoPhaseOutcomeUnknown({ transactionId: txid, cause: Cause.squash(decided.cause) })
       }
       decision = second.value
-      if (decision === "abort") {
-        yield* rollbackAll(branches)
-        return yield* new TwoPhaseAborted({
-          transactionId: txid,
-          reason: `its commit decision could not be logged (${String(Cause.squash(decided.cause))})`
-        })
-      }
     }
     if (decision === "abort") {
       yield* rollbackAll(branches)
       return yield* new TwoPhaseAborted({
         transactionId: txid,
         reason: wanted === "abort"
-          ? `its bodies and PREPAREs took longer than the recovery threshold (${
+          ? `it took longer than the recovery threshold from its start to its decision (${
             Duration.format(settings.recoveryThreshold)
           })`
           : "a recovery scan presumed it aborted"
@@ -818,16 +892,14 @@ const protocol = <B extends Record<string, Effect.Effect<any, any, any>>>(
     }
     yield* probe(settings, "decided", txid)
     // Phase two: the decision is final.
-    const pending: Array<Branch> = []
     let firstCommitted = 0
-    for (const branch of branches) {
-      const committed = yield* Effect.exit(finishPrepared(branch, "commit", inlineRetry))
-      if (Exit.isFailure(committed)) {
-        pending.push(branch)
-        continue
-      }
-      if (firstCommitted++ === 0) yield* probe(settings, "committed-first", txid)
-    }
+    const pending = yield* finishAll(
+      branches,
+      branches,
+      "commit",
+      inlineRetry,
+      () => firstCommitted++ === 0 ? probe(settings, "committed-first", txid) : Effect.void
+    )
     if (pending.length === 0) {
       yield* Effect.catchAllCause(
         forget(settings.log, settings.coordinatorId, txid),
@@ -867,6 +939,8 @@ interface Found {
 
 const scanAll = (settings: Settings): Effect.Effect<{
   readonly found: ReadonlyArray<Found>
+  /** The transaction ids of every branch listed with this coordinator's stem, whatever its rank. */
+  readonly listed: ReadonlySet<string>
   readonly complete: boolean
 }> =>
   Effect.map(
@@ -884,6 +958,7 @@ const scanAll = (settings: Settings): Effect.Effect<{
     (lists) => {
       const now = Date.now()
       const found: Array<Found> = []
+      const listed = new Set<string>()
       let complete = true
       for (const { member, result } of lists) {
         if (result._tag === "Left") {
@@ -891,10 +966,15 @@ const scanAll = (settings: Settings): Effect.Effect<{
           continue
         }
         for (const prepared of result.right) {
-          const txid = txidOf(settings.stem, prepared.gid, member.rank)
-          if (txid === undefined) {
+          const parsed = parseGid(settings.stem, prepared.gid)
+          if (parsed === undefined) {
             continue
           }
+          listed.add(parsed.txid)
+          if (parsed.rank !== String(member.rank)) {
+            continue
+          }
+          const txid = parsed.txid
           found.push({
             member,
             gid: prepared.gid,
@@ -903,7 +983,7 @@ const scanAll = (settings: Settings): Effect.Effect<{
           })
         }
       }
-      return { found, complete }
+      return { found, listed, complete }
     }
   )
 
@@ -959,7 +1039,8 @@ const recover = (settings: Settings): Effect.Effect<TwoPhaseCommit.RecoveryRepor
         if (rows.length === 0) return 0
         const after = yield* scanAll(settings)
         if (!after.complete) return 0
-        const still = new Set(after.found.map((f) => f.txid))
+        // Whatever the rank: a branch of a participant configured at another place is still prepared all the same.
+        const still = after.listed
         const now = Date.now()
         let count = 0
         for (const row of rows) {
@@ -1059,20 +1140,34 @@ export const make = (
     const members = new Map<string, Member>()
     for (const p of config.participants) members.set(p.name, yield* member(p, members.size))
     const scope = yield* Effect.scope
+    const logMember = members.get(config.log)!
+    // Its configured size, or the driver's default (10 for pg and mysql2).
+    const logPool = logMember.dialect.poolSize(logMember.sql) ?? 0
+    if (logPool === 1) {
+      return yield* invalid(
+        "log",
+        config.log,
+        "its pool needs 2 connections or more: the coordinator keeps one for the log"
+      )
+    }
     const log: Log = {
-      member: members.get(config.log)!,
+      member: logMember,
       table,
       lock: yield* Effect.makeSemaphore(1),
-      parent: scope,
       conn: undefined,
-      connScope: undefined
+      connScope: undefined,
+      closed: false
     }
+    // Before the scan is forked: finalizers run in reverse, so the scan (and phase two in the background) stop
+    // before the log's connection goes back.
+    yield* Effect.addFinalizer(() => closeLog(log))
     yield* createLog(log)
     const settings: Settings = {
       coordinatorId,
       stem,
       members,
       log,
+      logGate: logPool > 1 ? yield* Effect.makeSemaphore(logPool - 1) : undefined,
       recoveryThreshold,
       abortRetention,
       hooks: config.hooks,
