@@ -54,12 +54,21 @@ const scenarioTable = (cell: (row: Row) => string) =>
   )
 
 console.log(`### Wall time, µs per transaction (× withTransaction, paired), commit ${run.commit}\n`)
-console.log(scenarioTable((r) => r["× wT, paired"] === "" ? `${r["µs/tx"]}` : `${r["µs/tx"]} (${r["× wT, paired"]})`))
-console.log(`\n### CPU time of this process, µs per transaction (× withTransaction: median, q1–q3 of the rounds)\n`)
 console.log(
   scenarioTable((r) =>
-    r.variant.startsWith("raw") ? `${r["CPU µs/tx"]}` : `${r["CPU µs/tx"]} (${r["CPU × wT (q1–q3)"]})`
+    r["× wT, paired"] === "" || r.variant === "sql.withTransaction"
+      ? `${r["µs/tx"]}`
+      : `${r["µs/tx"]} (${r["× wT, paired"]})`
   )
+)
+console.log(`\n### CPU time of this process, µs per transaction (× withTransaction: median, q1–q3 of the rounds)\n`)
+console.log(
+  scenarioTable((r) => {
+    const spread = r["CPU × wT (q1–q3)"]
+    if (r.variant.startsWith("raw") || r.variant === "sql.withTransaction" || spread === "") return `${r["CPU µs/tx"]}`
+    // "1.240 (1.177–1.417)" → "1.240; 1.177–1.417"
+    return `${r["CPU µs/tx"]} (${spread.replace(" (", "; ").replace(/\)$/, "")})`
+  })
 )
 
 const budget = Object.entries(run).filter(([key]) => key.startsWith("budget "))
