@@ -3,9 +3,12 @@
  * that runs it.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
 import type { Transaction } from "../Transaction.js"
 
 /** @internal */
@@ -38,3 +41,34 @@ export interface RetryAttempt {
 export const currentRetryAttempt: FiberRef.FiberRef<RetryAttempt | undefined> = FiberRef.unsafeMake<
   RetryAttempt | undefined
 >(undefined)
+
+/**
+ * @internal
+ * Tells the attempt of an enclosing `withRetry` how an outermost transaction of it ended: its name (the retry
+ * metric's tag), whether it committed (the attempt must then not run again) and what it failed with.
+ */
+export const noteEnded = (
+  attempt: RetryAttempt | undefined,
+  name: string,
+  committed: boolean,
+  exit: Exit.Exit<unknown, unknown>
+): void => {
+  if (attempt === undefined) return
+  attempt.lastTransaction = name
+  if (committed) attempt.committed = true
+  attempt.failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+}
+
+/**
+ * @internal
+ * `afterRollback` hooks: run now, or, under `withRetry`, when it stops (discarded if it runs the attempt again),
+ * so that they run once, for the attempt that ended it.
+ */
+export const afterRollbackHooks = (
+  attempt: RetryAttempt | undefined,
+  hooks: Effect.Effect<void>
+): Effect.Effect<void> => {
+  if (attempt === undefined) return hooks
+  attempt.deferred.push(hooks)
+  return Effect.void
+}

@@ -29,7 +29,7 @@ import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import { inTransaction, maxTimerMillis, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
-import { currentRetryAttempt, TransactionTag, withoutTransaction } from "./context.js"
+import { afterRollbackHooks, currentRetryAttempt, noteEnded, TransactionTag, withoutTransaction } from "./context.js"
 import { BlockConnection, closeRoot as closeRootBlock } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import * as Metrics from "./metrics.js"
@@ -368,13 +368,8 @@ const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Ef
  * `afterRollback` hooks run once the transaction is over; under `withRetry` they wait for it to stop, and are
  * discarded if it runs the effect again: they run once, for the attempt that ended it.
  */
-const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> => {
-  const hooks = Effect.ignore(runHooks(level, "afterRollback", info))
-  const retry = level.root.retry
-  if (retry === undefined) return hooks
-  retry.deferred.push(hooks)
-  return Effect.void
-}
+const afterRollback = (level: Level, info: HookInfo): Effect.Effect<void> =>
+  afterRollbackHooks(level.root.retry, Effect.ignore(runHooks(level, "afterRollback", info)))
 
 /**
  * How a block that ends the transaction ends: COMMIT or ROLLBACK for the outermost transaction, RELEASE or
@@ -563,12 +558,7 @@ const record = <A, E>(level: Level, result: Exit.Exit<A, E>): void => {
   const { root } = level
   // Tell the enclosing withRetry which transaction a retry is for (its metric's tag), whether one committed (the
   // attempt must not run again) and what the transaction ended with.
-  const retry = root.retry
-  if (retry !== undefined) {
-    retry.lastTransaction = level.handle.name
-    if (root.outcome === "committed") retry.committed = true
-    retry.failure = Exit.isFailure(result) ? Option.getOrUndefined(Cause.failureOption(result.cause)) : undefined
-  }
+  noteEnded(root.retry, level.handle.name, root.outcome === "committed", result)
   const now = root.manager.clock.unsafeCurrentTimeNanos()
   root.recorder.ended(root.outcome, errorTag(result), Number(now - root.startNanos) / 1e9)
   if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)

@@ -30,7 +30,7 @@ import {
   TwoPhaseOutcomeUnknown,
   TwoPhaseUnsupported
 } from "../../TwoPhaseCommit.js"
-import { currentRetryAttempt, withoutTransaction } from "../context.js"
+import { afterRollbackHooks, currentRetryAttempt, noteEnded, withoutTransaction } from "../context.js"
 import { property } from "../dialect/common.js"
 import { checkDuration } from "../options.js"
 import * as Metrics from "./metrics.js"
@@ -690,11 +690,7 @@ const run = (settings: Settings) =>
         // Tell an enclosing withRetry, as an outermost transaction does: after a commit it must not run the attempt
         // again; a failure of this transaction (not of a caller's) is one it may retry.
         const attempt = yield* FiberRef.get(currentRetryAttempt)
-        if (attempt !== undefined) {
-          attempt.lastTransaction = name
-          if (Exit.isSuccess(exit)) attempt.committed = true
-          attempt.failure = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
-        }
+        noteEnded(attempt, name, Exit.isSuccess(exit), exit)
         const seconds = (Date.now() - startedAt) / 1000
         if (Exit.isSuccess(exit)) {
           yield* Metric.increment(tagged(Metrics.committed))
@@ -711,16 +707,12 @@ const run = (settings: Settings) =>
           yield* Metric.update(Metric.tagged(tagged(Metrics.duration), "outcome", outcome), seconds)
           if (outcome === "rolled_back") {
             yield* Metric.increment(tagged(Metrics.rolledBack))
-            const hooks = afterHooks(
-              "afterRollback",
-              settings.hooks?.afterRollback,
-              options?.hooks?.afterRollback,
-              info
-            )
             // As for a transaction of `atomic`: inside withRetry they run when it stops, and not at all if it runs
             // the attempt again.
-            if (attempt !== undefined) attempt.deferred.push(hooks)
-            else yield* hooks
+            yield* afterRollbackHooks(
+              attempt,
+              afterHooks("afterRollback", settings.hooks?.afterRollback, options?.hooks?.afterRollback, info)
+            )
           }
         }
         return yield* exit
