@@ -12,6 +12,8 @@
  *                          # transaction of each variant; both are exact counts, whatever the machine is doing
  *                          # (bytes: a young generation big enough that no GC runs while they are counted)
  *   npm run bench:profile -- --allocations  # where the bytes are allocated (V8's sampling heap profiler)
+ *   npm run bench:profile -- --survivors   # which allocation sites' objects outlive a scavenge (V8's sampling heap
+ *                          # profiler, with and without the objects collected by a scavenge)
  *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
  *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
  *                          # of each to the first (median and quartiles of the per-round ratios)
@@ -186,6 +188,54 @@ if (args.includes("--allocations")) {
     }))
   )
   console.log(`total ${Math.round(total / (count / 4))} bytes per transaction (sampled)`)
+  await runtime.dispose()
+  await dropTable()
+  process.exit(0)
+}
+
+if (args.includes("--survivors")) {
+  // What outlives a scavenge: sampled once with every object, once without those that a scavenge collected (what is
+  // left was promoted to the old generation, or allocated there by V8's pretenuring). By allocation site (the
+  // allocating function and its two callers).
+  const session = new Inspector.Session()
+  session.connect()
+  await session.post("HeapProfiler.enable")
+  const sample = async (includeObjectsCollectedByMinorGC: boolean) => {
+    await session.post("HeapProfiler.startSampling", {
+      samplingInterval: 128,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC
+    })
+    await run(count / 4)
+    const { profile } = await session.post("HeapProfiler.stopSampling")
+    const bytes = new Map<string, number>()
+    const where = (frame: typeof profile.head.callFrame) =>
+      `${frame.functionName || "(anonymous)"} ${
+        frame.url.replace(/^.*node_modules\//, "").replace(/^.*\/dist\//, "dist/")
+      }:${frame.lineNumber + 1}`
+    const visit = (node: typeof profile.head, path: ReadonlyArray<string>) => {
+      const here = [...path, where(node.callFrame)]
+      const key = here.slice(-3).reverse().join(" < ")
+      bytes.set(key, (bytes.get(key) ?? 0) + node.selfSize)
+      for (const child of node.children) visit(child, here)
+    }
+    visit(profile.head, [])
+    return bytes
+  }
+  const all = await sample(true)
+  const survived = await sample(false)
+  const perTx = (n: number) => Math.round(n / (count / 4))
+  const sum = (map: Map<string, number>) => [...map.values()].reduce((a, b) => a + b, 0)
+  console.log(`${variant}: sampled bytes per transaction that outlived a scavenge, by allocation site`)
+  console.table(
+    [...survived].sort((a, b) => b[1] - a[1]).slice(0, Number(option("top", "25"))).map(([key, n]) => ({
+      site: key.length > 150 ? key.slice(0, 150) + "…" : key,
+      "survived B/tx": perTx(n),
+      "allocated B/tx": perTx(all.get(key) ?? 0)
+    }))
+  )
+  console.log(`total: allocated ${perTx(sum(all))}, survived ${perTx(sum(survived))} bytes per transaction (sampled)`)
+  session.disconnect()
   await runtime.dispose()
   await dropTable()
   process.exit(0)

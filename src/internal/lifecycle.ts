@@ -36,6 +36,7 @@ import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
 import { createSavepoint, releaseSavepoint, rollbackToSavepoint } from "./savepoints.js"
 import {
+  ActiveEntry,
   classifyError,
   classifyExit,
   type Failure,
@@ -46,7 +47,8 @@ import {
   lockOf,
   nextSavepointName,
   noteSavepoint,
-  type Root
+  type Root,
+  TransactionRoot
 } from "./state.js"
 
 export { TransactionTag } from "./context.js"
@@ -155,35 +157,16 @@ const openRoot = (
         const startNanos = manager.clock.unsafeCurrentTimeNanos()
         const startedAt = new Date(Number(startNanos / 1_000_000n))
         const id = manager.nextId()
-        const root: Root = {
+        const root = new TransactionRoot(
           manager,
-          dialect,
           conn,
           connScope,
-          liveSavepoints: undefined,
-          savepointCounter: 0,
-          doomed: undefined,
-          lastError: undefined,
-          closed: undefined,
-          statements: conn,
-          released: false,
-          recorder: Metrics.recorder(resolved.name, manager, fiber),
+          Metrics.recorder(resolved.name, manager, fiber),
           span,
-          entry: {
-            id,
-            name: resolved.name,
-            depth: 0,
-            startedAt,
-            attempt,
-            connectionId: dialect.connectionId(conn),
-            flagged: false
-          },
+          new ActiveEntry(id, resolved.name, startedAt, attempt, dialect.connectionId(conn)),
           retry,
-          startNanos,
-          outcome: "rolled_back",
-          budgetReported: false
-        }
-        root.statements = dialect.statements(conn, root)
+          startNanos
+        )
         const begin = dialect.begin(conn, resolved, manager.serverLabel ? resolved.name : undefined)
         return Effect.matchCauseEffect(begin, {
           onFailure: (cause) =>
@@ -288,27 +271,16 @@ const open = (
       if (foreign !== undefined) {
         // Inside a plain `sql.withTransaction`: join it with a savepoint on its connection.
         const [conn, depth] = foreign
-        const root: Root = {
+        const root = new TransactionRoot(
           manager,
-          dialect: manager.dialect,
           conn,
-          connScope: undefined,
-          liveSavepoints: undefined,
-          savepointCounter: 0,
-          doomed: undefined,
-          lastError: undefined,
-          closed: undefined,
-          statements: conn,
-          released: false,
-          recorder: Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
-          span: undefined,
-          entry: undefined,
-          retry: fiber.getFiberRef(currentRetryAttempt),
-          startNanos: manager.clock.unsafeCurrentTimeNanos(),
-          outcome: "rolled_back",
-          budgetReported: false
-        }
-        root.statements = manager.dialect.statements(conn, root)
+          undefined,
+          Metrics.recorder(options?.name ?? Options.defaultName, manager, fiber),
+          undefined,
+          undefined,
+          fiber.getFiberRef(currentRetryAttempt),
+          manager.clock.unsafeCurrentTimeNanos()
+        )
         return openNested(fiber, undefined, root, depth + 1, Options.foreignParent, options, bounded, restore)
       }
       return openRoot(fiber, manager, options, bounded, restore)

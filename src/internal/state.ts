@@ -61,6 +61,55 @@ export interface Root {
   budgetReported: boolean
 }
 
+/**
+ * @internal
+ * A transaction's root, made with `new` rather than as an object literal: V8 tracks the survival of literals by
+ * allocation site and, once most of a site's objects outlive a scavenge, allocates them in the old generation
+ * ("pretenuring"). A root outlives scavenges while its transaction runs; once pretenured, every dead root kept its
+ * span, statements and strings alive until the next full GC, and those were promoted in turn: measured with
+ * `bench/profile.ts --survivors`, 6 KB per transaction promoted instead of 0.8 KB. Objects made by `new` are not
+ * pretenured.
+ */
+export class TransactionRoot implements Root {
+  readonly dialect: Dialect
+  liveSavepoints: Set<string> | undefined = undefined
+  savepointCounter = 0
+  doomed: SqlError | undefined = undefined
+  lastError: SqlError | undefined = undefined
+  closed: (() => SqlError) | undefined = undefined
+  statements: Connection
+  released = false
+  outcome: Metrics.Outcome = "rolled_back"
+  budgetReported = false
+  constructor(
+    readonly manager: TransactionManager,
+    readonly conn: Connection,
+    readonly connScope: Scope.CloseableScope | undefined,
+    readonly recorder: Metrics.Recorder,
+    readonly span: Tracer.Span | undefined,
+    readonly entry: ActiveTransaction | undefined,
+    readonly retry: RetryAttempt | undefined,
+    readonly startNanos: bigint
+  ) {
+    this.dialect = manager.dialect
+    this.statements = conn
+    this.statements = manager.dialect.statements(conn, this)
+  }
+}
+
+/** @internal An entry of the manager's registry of active transactions (made with `new`: see {@link TransactionRoot}). */
+export class ActiveEntry implements ActiveTransaction {
+  depth = 0
+  flagged = false
+  constructor(
+    readonly id: string,
+    readonly name: string,
+    readonly startedAt: Date,
+    readonly attempt: number,
+    readonly connectionId: number | undefined
+  ) {}
+}
+
 /** @internal One block: the outermost transaction or a savepoint. */
 export interface Level {
   readonly root: Root

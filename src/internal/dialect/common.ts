@@ -191,12 +191,40 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
     const effect = run(sql, params, mode) as Effect.Effect<ReadonlyArray<any>, SqlError>
     return transformRows === undefined ? effect : Effect.map(effect, transformRows)
   }
-  return {
-    execute: (sql, params, transformRows) => withRows(sql, params, "execute", transformRows),
-    executeRaw: (sql, params) => run(sql, params, "raw"),
-    executeValues: (sql, params) => run(sql, params, "values") as Effect.Effect<ReadonlyArray<any>, SqlError>,
-    executeUnprepared: (sql, params, transformRows) => withRows(sql, params, "unprepared", transformRows),
-    // Streams are rare inside transactions: the driver's own, checked by the block's guard.
-    executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
+  return new DriverStatements(conn, run, withRows)
+}
+
+type Rows = <A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>
+
+/**
+ * The connection `statements` returns: a class rather than an object literal, made once per transaction (V8 would
+ * allocate a literal's objects in the old generation once most outlive a scavenge: see `TransactionRoot`).
+ */
+class DriverStatements implements Connection {
+  constructor(
+    readonly conn: Connection,
+    readonly run: (sql: string, params: ReadonlyArray<unknown>, mode: Mode) => Effect.Effect<unknown, SqlError>,
+    readonly withRows: (
+      sql: string,
+      params: ReadonlyArray<unknown>,
+      mode: Mode,
+      transformRows: Rows | undefined
+    ) => Effect.Effect<ReadonlyArray<any>, SqlError>
+  ) {}
+  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
+    return this.withRows(sql, params, "execute", transformRows)
+  }
+  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run(sql, params, "raw")
+  }
+  executeValues(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run(sql, params, "values") as Effect.Effect<ReadonlyArray<any>, SqlError>
+  }
+  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
+    return this.withRows(sql, params, "unprepared", transformRows)
+  }
+  // Streams are rare inside transactions: the driver's own, checked by the block's guard.
+  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
+    return this.conn.executeStream(sql, params, transformRows)
   }
 }

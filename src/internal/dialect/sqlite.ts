@@ -56,28 +56,53 @@ const stillOpen = (conn: Connection): Effect.Effect<boolean> =>
     onSuccess: () => Effect.as(Effect.ignore(exec(conn, "ROLLBACK")), false)
   })
 
+class Statements implements Connection {
+  // A class rather than an object literal, made once per transaction: see `TransactionRoot` (state.ts).
+  constructor(readonly conn: Connection, readonly fate: Fate) {}
+  private watch<A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> {
+    return Effect.catchAll(effect, (error) => {
+      const code = property(error.cause, "code")
+      if (typeof code !== "string" || !mayEndTransaction.test(code)) return Effect.fail(error)
+      return Effect.flatMap(stillOpen(this.conn), (open) => {
+        if (!open) this.fate.doomed ??= error
+        return Effect.fail(error)
+      })
+    })
+  }
+  execute(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+  ) {
+    return this.watch(this.conn.execute(sql, params, transformRows))
+  }
+  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
+    return this.watch(this.conn.executeRaw(sql, params))
+  }
+  executeValues(sql: string, params: ReadonlyArray<unknown>) {
+    return this.watch(this.conn.executeValues(sql, params))
+  }
+  executeUnprepared(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+  ) {
+    return this.watch(this.conn.executeUnprepared(sql, params, transformRows))
+  }
+  executeStream(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+  ) {
+    return this.conn.executeStream(sql, params, transformRows)
+  }
+}
+
 /**
  * The statements of a transaction: better-sqlite3 runs them synchronously in process, so there is nothing to
  * cancel; after an error that may have ended the transaction, SQLite is asked whether it did.
  */
-const statements = (conn: Connection, fate: Fate): Connection => {
-  const watch = <A>(effect: Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
-    Effect.catchAll(effect, (error) => {
-      const code = property(error.cause, "code")
-      if (typeof code !== "string" || !mayEndTransaction.test(code)) return Effect.fail(error)
-      return Effect.flatMap(stillOpen(conn), (open) => {
-        if (!open) fate.doomed ??= error
-        return Effect.fail(error)
-      })
-    })
-  return {
-    execute: (sql, params, transformRows) => watch(conn.execute(sql, params, transformRows)),
-    executeRaw: (sql, params) => watch(conn.executeRaw(sql, params)),
-    executeValues: (sql, params) => watch(conn.executeValues(sql, params)),
-    executeUnprepared: (sql, params, transformRows) => watch(conn.executeUnprepared(sql, params, transformRows)),
-    executeStream: (sql, params, transformRows) => conn.executeStream(sql, params, transformRows)
-  }
-}
+const statements = (conn: Connection, fate: Fate): Connection => new Statements(conn, fate)
 
 /**
  * @internal
