@@ -92,8 +92,7 @@ export class TransactionRoot implements Root {
     readonly startNanos: bigint
   ) {
     this.dialect = manager.dialect
-    this.statements = conn
-    this.statements = manager.dialect.statements(conn, this)
+    this.statements = this.dialect.statements(conn, this)
   }
 }
 

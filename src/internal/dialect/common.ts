@@ -194,7 +194,8 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
   return new DriverStatements(conn, run, withRows)
 }
 
-type Rows = <A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>
+/** @internal The `transformRows` argument of a `Connection`'s statement methods. */
+export type Rows = <A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>
 
 /**
  * The connection `statements` returns: a class rather than an object literal, made once per transaction (V8 would

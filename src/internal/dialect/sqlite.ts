@@ -4,7 +4,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { ClassifiedCode, Dialect, Fate } from "../../Dialect.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
-import { exec, property, rejectDeferrable, standardSavepoints } from "./common.js"
+import { exec, property, rejectDeferrable, type Rows, standardSavepoints } from "./common.js"
 
 /** @internal better-sqlite3 result code names (`SQLITE_BUSY_SNAPSHOT` is a `SQLITE_BUSY`). */
 export const classify = (cause: unknown): ClassifiedCode | undefined => {
@@ -69,11 +69,7 @@ class Statements implements Connection {
       })
     })
   }
-  execute(
-    sql: string,
-    params: ReadonlyArray<unknown>,
-    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
-  ) {
+  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
     return this.watch(this.conn.execute(sql, params, transformRows))
   }
   executeRaw(sql: string, params: ReadonlyArray<unknown>) {
@@ -82,18 +78,10 @@ class Statements implements Connection {
   executeValues(sql: string, params: ReadonlyArray<unknown>) {
     return this.watch(this.conn.executeValues(sql, params))
   }
-  executeUnprepared(
-    sql: string,
-    params: ReadonlyArray<unknown>,
-    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
-  ) {
+  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
     return this.watch(this.conn.executeUnprepared(sql, params, transformRows))
   }
-  executeStream(
-    sql: string,
-    params: ReadonlyArray<unknown>,
-    transformRows: (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
-  ) {
+  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: Rows | undefined) {
     return this.conn.executeStream(sql, params, transformRows)
   }
 }
