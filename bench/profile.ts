@@ -14,6 +14,9 @@
  *   npm run bench:profile -- --allocations  # where the bytes are allocated (V8's sampling heap profiler)
  *   npm run bench:profile -- --survivors   # which allocation sites' objects outlive a scavenge (V8's sampling heap
  *                          # profiler, with and without the objects collected by a scavenge)
+ *   npm run bench:profile -- --instructions withTransaction,atomic
+ *                          # no profile: machine instructions per transaction of each variant, counted by valgrind
+ *                          # (repeatable to about 0.5 %, whatever the machine is doing; takes a minute per variant)
  *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
  *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
  *                          # of each to the first (median and quartiles of the per-round ratios)
@@ -25,7 +28,7 @@ import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, Layer, ManagedRuntime, Redacted, Scheduler } from "effect"
-import { spawnSync } from "node:child_process"
+import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Inspector from "node:inspector/promises"
 import type * as Library from "../src/index.js"
@@ -109,6 +112,64 @@ const pick = (name: string) => {
 }
 const transaction = pick(variant)
 
+if (args.includes("--instructions")) {
+  // Machine instructions per transaction, counted by valgrind (cachegrind, no cache simulation): two processes per
+  // variant, which differ only in the measured transactions after the same warm-up; the difference of their totals,
+  // divided by the transactions, is the cost of one. V8 in predictable mode on one thread (no concurrent compiler or
+  // GC threads, no timers deciding when to compile) and a young generation of a fixed size: the count repeats to
+  // within about 0.5 % from run to run, whatever else the machine is doing.
+  const warmUp = Number(option("warm-up", "12000"))
+  const measured = Number(option("transactions", "4000"))
+  const own = ["--instructions", "--transactions", "--warm-up", "--variant"]
+  const passed = args.filter((arg, i) => !own.includes(arg) && !own.includes(args[i - 1]!))
+  const instructions = (name: string, n: number) =>
+    new Promise<number>((resolve, reject) => {
+      const child = spawn("valgrind", [
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        process.execPath,
+        "--single-threaded",
+        "--predictable",
+        "--min-semi-space-size=64",
+        "--max-semi-space-size=64",
+        ...process.execArgv,
+        process.argv[1]!,
+        ...passed,
+        "--variant",
+        name,
+        "--transactions",
+        String(warmUp * 4),
+        "--instructions-run",
+        String(n)
+      ], { stdio: ["ignore", "ignore", "pipe"] })
+      let stderr = ""
+      child.stderr.on("data", (chunk) => stderr += chunk)
+      child.on("error", reject)
+      child.on("close", (code) => {
+        const refs = /I\s+refs:\s+([\d,]+)/.exec(stderr)
+        if (code !== 0 || refs === null) reject(new Error(`valgrind (${name}, ${n}): exit ${code}\n${stderr}`))
+        else resolve(Number(refs[1]!.replaceAll(",", "")))
+      })
+    })
+  const rows: Array<Record<string, string | number>> = []
+  let first: number | undefined
+  for (const name of option("instructions", "withTransaction,atomic").split(",")) {
+    pick(name)
+    const [base, total] = await Promise.all([instructions(name, 0), instructions(name, measured)])
+    const perTransaction = (total - base) / measured
+    first ??= perTransaction
+    rows.push({
+      variant: name,
+      "instructions/tx": Math.round(perTransaction),
+      "× first": Number((perTransaction / first).toFixed(3))
+    })
+  }
+  console.log(`${database}, ${fibers} fiber(s): ${measured} transactions after a warm-up of ${warmUp}, under valgrind:`)
+  console.table(rows)
+  process.exit(0)
+}
+
 const run = (n: number, tx = transaction) =>
   runtime.runPromise(Effect.forEach(Array.from({ length: n }, (_, i) => i), tx, { concurrency: fibers, discard: true }))
 
@@ -124,6 +185,14 @@ const dropTable = () =>
       Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TABLE IF EXISTS ${table}`))
     ).catch(() => undefined)
 await run(count / 4) // warm-up: the JIT settles before the profile starts
+
+if (args.includes("--instructions-run")) {
+  // A process of --instructions, under valgrind: after the warm-up, the measured transactions, and out.
+  await run(Number(option("instructions-run", "0")))
+  await runtime.dispose()
+  await dropTable()
+  process.exit(0)
+}
 
 if (args.includes("--count")) {
   // Every Effect step passes its scheduler's `shouldYield` once (see the run loop of effect's FiberRuntime); a

@@ -19,6 +19,7 @@ import type * as Scope from "effect/Scope"
 import * as Dialect from "./Dialect.js"
 import * as Metrics from "./internal/metrics.js"
 import * as Options from "./internal/options.js"
+import { ActiveRegistry, copyOf } from "./internal/registry.js"
 import type { TransactionInfo, TransactionOptions } from "./Transaction.js"
 import type { InvalidTransactionOptions, TransactionError, UnsupportedDialect } from "./TransactionError.js"
 
@@ -200,7 +201,7 @@ export interface TransactionManager {
    * @internal
    * The outermost transactions running now, by id: live entries, the library's own (read them through `active`).
    */
-  readonly registry: Map<string, ActiveTransaction>
+  readonly registry: ActiveRegistry
   /** A copy of the registry: the outermost transactions running now, oldest first. */
   readonly active: Effect.Effect<ReadonlyArray<ActiveTransaction>>
   /** @internal A new transaction id, unique within this manager. */
@@ -238,7 +239,7 @@ export const make = (
     const hookTimeout = (yield* Options.positiveDuration("hookTimeout", config.hookTimeout)) ?? Duration.seconds(30)
     const maxTransactionNames = yield* Options.positiveInteger("maxTransactionNames", config.maxTransactionNames, 200)
     const clock = yield* Effect.clock
-    const registry = new Map<string, ActiveTransaction>()
+    const registry = new ActiveRegistry()
     let counter = 0
     return TransactionManager.of({
       sql,
@@ -256,9 +257,7 @@ export const make = (
       clock,
       registry,
       active: Effect.sync(() =>
-        [...registry.values()].map((entry) => ({ ...entry })).sort((a, b) =>
-          a.startedAt.getTime() - b.startedAt.getTime()
-        )
+        registry.entries().map(copyOf).sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime())
       ),
       nextId: () => String(++counter)
     })
@@ -276,7 +275,7 @@ export const checkLongRunning = (manager: TransactionManager): Effect.Effect<Rea
   Effect.suspend(() => {
     const now = manager.clock.unsafeCurrentTimeMillis()
     const threshold = Duration.toMillis(manager.longRunningThreshold)
-    const found = [...manager.registry.values()].filter((entry) =>
+    const found = manager.registry.entries().filter((entry) =>
       !entry.flagged && now - entry.startedAt.getTime() >= threshold
     )
     return Effect.as(
@@ -292,7 +291,7 @@ export const checkLongRunning = (manager: TransactionManager): Effect.Effect<Rea
           })
         )
       }, { discard: true }),
-      found.map((entry) => ({ ...entry }))
+      found.map(copyOf)
     )
   })
 

@@ -32,11 +32,12 @@ import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
 import { afterRollbackHooks, currentRetryAttempt, noteEnded, TransactionTag, withoutTransaction } from "./context.js"
 import { BlockConnection, closeRoot as closeRootBlock } from "./guard.js"
 import * as Hooks from "./hooks.js"
+import type { BlockLock } from "./lock.js"
 import * as Metrics from "./metrics.js"
 import * as Options from "./options.js"
+import { ActiveEntry } from "./registry.js"
 import { createSavepoint, releaseSavepoint, rollbackToSavepoint } from "./savepoints.js"
 import {
-  ActiveEntry,
   classifyError,
   classifyExit,
   type Failure,
@@ -45,6 +46,7 @@ import {
   LevelKey,
   levelOf,
   lockOf,
+  type ManualSavepoint,
   nextSavepointName,
   noteSavepoint,
   type Root,
@@ -97,30 +99,38 @@ class Handle implements HandleWithLevel {
   }
 }
 
+/**
+ * A block and its handle. A class rather than an object literal, and its arrays made on first use: V8 allocated the
+ * literals (the block's and its two empty arrays) directly in the old generation after the first thousand or so
+ * transactions (see `TransactionRoot`), and the guard made beside them with them.
+ */
+class Block implements Level {
+  readonly handle: Transaction
+  readonly connection: BlockConnection
+  manual: Array<ManualSavepoint> | undefined = undefined
+  lock: BlockLock | undefined = undefined
+  rollbackOnly = false
+  failedStatement = false
+  closed = false
+  hooks: Array<Hooks.Hook> | undefined = undefined
+  constructor(
+    readonly root: Root,
+    readonly parent: Level | undefined,
+    readonly savepoint: string | undefined,
+    info: TransactionInfo
+  ) {
+    this.handle = new Handle(this, info)
+    this.connection = new BlockConnection(this)
+  }
+}
+
 /** Makes a block and its handle. */
 const makeLevel = (
   root: Root,
   parent: Level | undefined,
   savepoint: string | undefined,
   info: TransactionInfo
-): Level => {
-  const level: Level = {
-    root,
-    parent,
-    savepoint,
-    handle: undefined as unknown as Transaction,
-    connection: undefined as unknown as BlockConnection,
-    manual: [],
-    lock: undefined,
-    rollbackOnly: false,
-    failedStatement: false,
-    closed: false,
-    hooks: []
-  }
-  ;(level as { handle: Transaction }).handle = new Handle(level, info)
-  ;(level as { connection: BlockConnection }).connection = new BlockConnection(level)
-  return level
-}
+): Level => new Block(root, parent, savepoint, info)
 
 /** `begin` has no body of its own to bound: it takes no `timeout`, and the manager's default does not apply. */
 const withoutTimeoutUnless = (
@@ -179,7 +189,7 @@ const openRoot = (
             ),
           onSuccess: () => {
             root.recorder.started()
-            manager.registry.set(id, root.entry!)
+            manager.registry.add(root.entry!)
             return Effect.succeed(
               makeLevel(root, undefined, undefined, {
                 id,
@@ -291,9 +301,10 @@ const open = (
 // closing a block
 
 const forgetSavepoints = (level: Level): void => {
-  if (level.manual.length === 0) return
-  for (const { savepoint } of level.manual) level.root.liveSavepoints?.delete(savepoint.name)
-  level.manual.length = 0
+  const { manual } = level
+  if (manual === undefined || manual.length === 0) return
+  for (const { savepoint } of manual) level.root.liveSavepoints?.delete(savepoint.name)
+  manual.length = 0
 }
 
 const hookInfo = (
@@ -317,7 +328,8 @@ export const infoOf = ({ attempt, depth, id, name, options, startedAt }: Transac
 })
 
 /** Whether a block that ends the transaction has hooks to run (most have none: they skip all of it). */
-const hasHooks = (level: Level): boolean => level.hooks.length > 0 || level.root.manager.hooks !== undefined
+const hasHooks = (level: Level): boolean =>
+  (level.hooks !== undefined && level.hooks.length > 0) || level.root.manager.hooks !== undefined
 
 /**
  * Runs the hooks of a kind for a block that ends the transaction (the outermost, or one joined to a foreign one).
@@ -326,7 +338,7 @@ const hasHooks = (level: Level): boolean => level.hooks.length > 0 || level.root
 const runHooks = (level: Level, kind: Hooks.HookKind, info: HookInfo): Effect.Effect<void, unknown> =>
   Hooks.run(
     kind,
-    level.hooks,
+    level.hooks ?? [],
     level.root.manager.hooks,
     info,
     kind === "beforeCommit" || kind === "beforeRollback"
@@ -533,7 +545,7 @@ const record = <A, E>(level: Level, result: Exit.Exit<A, E>): void => {
   noteEnded(root.retry, level.handle.name, root.outcome === "committed", result)
   const now = root.manager.clock.unsafeCurrentTimeNanos()
   root.recorder.ended(root.outcome, errorTag(result), Number(now - root.startNanos) / 1e9)
-  if (root.entry !== undefined) root.manager.registry.delete(root.entry.id)
+  if (root.entry !== undefined) root.manager.registry.remove(root.entry)
   if (root.span !== undefined) {
     root.span.attribute("db.transaction.outcome", root.outcome)
     root.span.attribute("db.transaction.savepoints", root.savepointCounter)
@@ -611,6 +623,11 @@ const releaseBlock = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => 
 /** A block joined to a foreign `sql.withTransaction` is all the transaction this library sees. */
 const foreignEnding: Ending = { commit: releaseBlock, rollback: (level) => Effect.asVoid(rollbackToBlock(level)) }
 
+/** A nested block committed into its parent: so are its hooks (a block rolled back to its savepoint discards them). */
+const promoteHooks = (level: Level, parent: Level): void => {
+  if (level.hooks !== undefined && level.hooks.length > 0) (parent.hooks ??= []).push(...level.hooks)
+}
+
 /** How a nested block ends: RELEASE, or ROLLBACK TO; nothing when the database rolled the transaction back. */
 const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Effect.Effect<A, E | Failure> => {
   const { root } = level
@@ -630,14 +647,13 @@ const endNested = <A, E>(level: Level, exit: Exit.Exit<A, E>, parent: Level): Ef
     // savepoint) ends it, which is all RELEASE would do here (names are unique, and a released savepoint's work
     // already belonged to the transaction). Saves a round trip per successful block.
     level.closed = true
-    parent.hooks.push(...level.hooks)
+    promoteHooks(level, parent)
     return exit
   }
   // A statement of the block failed on PostgreSQL: RELEASE says whether the block is still aborted (25P02).
   return Effect.flatMap(releaseBlock(level), (released): Exit.Exit<A, E | Failure> => {
     if (Exit.isFailure(released)) return Exit.failCause(released.cause)
-    // Committed into the parent: so are its hooks; a block rolled back to its savepoint discards them.
-    parent.hooks.push(...level.hooks)
+    promoteHooks(level, parent)
     return exit
   })
 }

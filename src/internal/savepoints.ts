@@ -68,7 +68,7 @@ export const createSavepoint = (level: Level, name: string | undefined): Effect.
             Effect.mapError((error) => classifyError(root.dialect, error)),
             Effect.map(() => {
               const savepoint: Savepoint = { _tag: "Savepoint", name: actual, transactionId: level.handle.id }
-              level.manual.push({ savepoint, hooks: level.hooks.length })
+              ;(level.manual ??= []).push({ savepoint, hooks: level.hooks?.length ?? 0 })
               ;(root.liveSavepoints ??= new Set()).add(actual)
               return savepoint
             })
@@ -84,7 +84,7 @@ const withOwnSavepoint = (
 ): Effect.Effect<void, Failure> =>
   usable(level, savepoint?.name ?? String(savepoint), () =>
     lockOf(level).withLock(Effect.suspend(() => {
-      const index = level.manual.findIndex((entry) => entry.savepoint === savepoint)
+      const index = level.manual?.findIndex((entry) => entry.savepoint === savepoint) ?? -1
       if (index === -1) {
         return refuse(
           savepoint?.name ?? String(savepoint),
@@ -95,7 +95,7 @@ const withOwnSavepoint = (
     })))
 
 const dropFrom = (level: Level, index: number): void => {
-  for (const dropped of level.manual.splice(index)) level.root.liveSavepoints?.delete(dropped.savepoint.name)
+  for (const dropped of level.manual!.splice(index)) level.root.liveSavepoints?.delete(dropped.savepoint.name)
 }
 
 /** @internal */
@@ -108,7 +108,7 @@ export const rollbackToSavepoint = (level: Level, savepoint: Savepoint): Effect.
         Effect.mapError((error) => classifyError(level.root.dialect, error)),
         Effect.tap(() => {
           // The hooks registered since the savepoint are rolled back with it (as Django's on_commit are).
-          level.hooks.length = level.manual[index]!.hooks
+          if (level.hooks !== undefined) level.hooks.length = level.manual![index]!.hooks
           // The savepoint stays defined; the ones created after it are gone.
           dropFrom(level, index + 1)
         })

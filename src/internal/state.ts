@@ -11,13 +11,13 @@ import * as Tracer from "effect/Tracer"
 import type { Dialect } from "../Dialect.js"
 import type { Savepoint, Transaction } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
-import type { ActiveTransaction } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
 import type { RetryAttempt } from "./context.js"
 import type { BlockConnection } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import { BlockLock } from "./lock.js"
 import * as Metrics from "./metrics.js"
+import type { ActiveEntry } from "./registry.js"
 
 /** @internal The state shared by all levels of one transaction (one connection). */
 export interface Root {
@@ -51,7 +51,7 @@ export interface Root {
   /** The transaction's span (one per attempt); `undefined` when joined to a foreign transaction. */
   readonly span: Tracer.Span | undefined
   /** The entry of the manager's registry of active transactions. */
-  readonly entry: ActiveTransaction | undefined
+  readonly entry: ActiveEntry | undefined
   /** The `withRetry` attempt running the transaction, if any. */
   readonly retry: RetryAttempt | undefined
   /** When the transaction started, on the manager's clock, for its duration. */
@@ -87,26 +87,13 @@ export class TransactionRoot implements Root {
     readonly connScope: Scope.CloseableScope | undefined,
     readonly recorder: Metrics.Recorder,
     readonly span: Tracer.Span | undefined,
-    readonly entry: ActiveTransaction | undefined,
+    readonly entry: ActiveEntry | undefined,
     readonly retry: RetryAttempt | undefined,
     readonly startNanos: bigint
   ) {
     this.dialect = manager.dialect
     this.statements = this.dialect.statements(conn, this)
   }
-}
-
-/** @internal An entry of the manager's registry of active transactions (made with `new`: see {@link TransactionRoot}). */
-export class ActiveEntry implements ActiveTransaction {
-  depth = 0
-  flagged = false
-  constructor(
-    readonly id: string,
-    readonly name: string,
-    readonly startedAt: Date,
-    readonly attempt: number,
-    readonly connectionId: number | undefined
-  ) {}
 }
 
 /** @internal One block: the outermost transaction or a savepoint. */
@@ -116,8 +103,8 @@ export interface Level {
   readonly handle: Transaction
   /** The block's savepoint, `undefined` for the outermost transaction. */
   readonly savepoint: string | undefined
-  /** The manual savepoints of this block, oldest first. */
-  readonly manual: Array<ManualSavepoint>
+  /** The manual savepoints of this block, oldest first; made on first use (most blocks have none). */
+  manual: Array<ManualSavepoint> | undefined
   /** The guard its body's statements go through. */
   readonly connection: BlockConnection
   /** Set when the block's ending statement is about to run: its guards refuse statements from then on. */
@@ -130,8 +117,11 @@ export interface Level {
    * RELEASE then tells whether the block recovered (a manual or nested savepoint rolled back to) or ends aborted.
    */
   failedStatement: boolean
-  /** Hooks registered in this block (and promoted from its committed nested blocks), in order. */
-  readonly hooks: Array<Hooks.Hook>
+  /**
+   * Hooks registered in this block (and promoted from its committed nested blocks), in order; made on first use
+   * (most blocks have none).
+   */
+  hooks: Array<Hooks.Hook> | undefined
 }
 
 /** @internal A manual savepoint, and how many hooks its block had when it was made. */
@@ -163,7 +153,7 @@ export const registerHook = (
   const level = levelOf(handle)
   const closed = closedError(level, "hook")
   if (closed !== undefined) return Effect.fail(closed)
-  level.hooks.push(hook)
+  ;(level.hooks ??= []).push(hook)
   return Effect.void
 }
 
