@@ -16,7 +16,7 @@
  *                          # profiler, with and without the objects collected by a scavenge)
  *   npm run bench:profile -- --instructions withTransaction,atomic
  *                          # no profile: machine instructions per transaction of each variant, counted by valgrind
- *                          # (repeatable to about 0.5 %, whatever the machine is doing; takes a minute per variant)
+ *                          # (repeatable to 1 or 2 %, whatever the machine is doing; a minute or two per variant)
  *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
  *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
  *                          # of each to the first (median and quartiles of the per-round ratios)
@@ -31,6 +31,8 @@ import { Effect, Layer, ManagedRuntime, Redacted, Scheduler } from "effect"
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Inspector from "node:inspector/promises"
+import * as Url from "node:url"
+import * as Ts from "typescript"
 import type * as Library from "../src/index.js"
 
 const { Transaction, TransactionLayer }: typeof Library = await import(
@@ -115,13 +117,26 @@ const transaction = pick(variant)
 if (args.includes("--instructions")) {
   // Machine instructions per transaction, counted by valgrind (cachegrind, no cache simulation): two processes per
   // variant, which differ only in the measured transactions after the same warm-up; the difference of their totals,
-  // divided by the transactions, is the cost of one. V8 in predictable mode on one thread (no concurrent compiler or
-  // GC threads, no timers deciding when to compile) and a young generation of a fixed size: the count repeats to
-  // within about 0.5 % from run to run, whatever else the machine is doing.
+  // divided by the transactions, is the cost of one, the garbage collector's included. V8 in predictable mode on one
+  // thread (no concurrent compiler or GC threads) and a young generation of a fixed size: the count repeats to
+  // within 1 to 2 % (when full GCs fall), whatever else the machine is doing. Not with --predictable-gc-schedule
+  // (a small fixed heap: more full GCs, and a wider spread), nor a gc() before the transactions (it flushed compiled
+  // code: 50 % more instructions while it was compiled again).
   const warmUp = Number(option("warm-up", "12000"))
-  const measured = Number(option("transactions", "4000"))
+  const measured = Number(option("transactions", "8000"))
   const own = ["--instructions", "--transactions", "--warm-up", "--variant"]
   const passed = args.filter((arg, i) => !own.includes(arg) && !own.includes(args[i - 1]!))
+  // The processes run this script compiled to JavaScript: under tsx, its loader's thread and its esbuild service
+  // would run beside the transactions, and valgrind counts every thread (the count then varied by 15 %). It goes to
+  // .tmp/, a sibling of bench/, so that its relative imports hold.
+  const script = new URL("../.tmp/profile.mjs", import.meta.url)
+  Fs.mkdirSync(new URL(".", script), { recursive: true })
+  Fs.writeFileSync(
+    script,
+    Ts.transpileModule(Fs.readFileSync(new URL(import.meta.url), "utf8"), {
+      compilerOptions: { module: Ts.ModuleKind.ESNext, target: Ts.ScriptTarget.ES2022 }
+    }).outputText
+  )
   const instructions = (name: string, n: number) =>
     new Promise<number>((resolve, reject) => {
       const child = spawn("valgrind", [
@@ -133,8 +148,7 @@ if (args.includes("--instructions")) {
         "--predictable",
         "--min-semi-space-size=64",
         "--max-semi-space-size=64",
-        ...process.execArgv,
-        process.argv[1]!,
+        Url.fileURLToPath(script),
         ...passed,
         "--variant",
         name,
