@@ -199,7 +199,8 @@ export interface TransactionManager {
   readonly clock: Clock.Clock
   /**
    * @internal
-   * The outermost transactions running now, by id: live entries, the library's own (read them through `active`).
+   * The outermost transactions running now, in the order they were registered: live entries, the library's own (read
+   * them through `active`).
    */
   readonly registry: ActiveRegistry
   /** A copy of the registry: the outermost transactions running now, oldest first. */
