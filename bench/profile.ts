@@ -159,11 +159,13 @@ if (args.includes("--instructions")) {
       ], { stdio: ["ignore", "ignore", "pipe"] })
       let stderr = ""
       child.stderr.on("data", (chunk) => stderr += chunk)
-      child.on("error", reject)
+      child.on("error", (error) =>
+        reject(new Error(`--instructions runs valgrind, which could not be started: ${error.message}`)))
       child.on("close", (code) => {
         const refs = /I\s+refs:\s+([\d,]+)/.exec(stderr)
-        if (code !== 0 || refs === null) reject(new Error(`valgrind (${name}, ${n}): exit ${code}\n${stderr}`))
-        else resolve(Number(refs[1]!.replaceAll(",", "")))
+        if (code !== 0 || refs === null) {
+          reject(new Error(`valgrind (${name}, ${n}): exit ${code}\n${stderr}`))
+        } else resolve(Number(refs[1]!.replaceAll(",", "")))
       })
     })
   const rows: Array<Record<string, string | number>> = []

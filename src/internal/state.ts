@@ -67,8 +67,10 @@ export interface Root {
  * allocation site and, once most of a site's objects outlive a scavenge, allocates them in the old generation
  * ("pretenuring"). A root outlives scavenges while its transaction runs; once pretenured, every dead root kept its
  * span, statements and strings alive until the next full GC, and those were promoted in turn: measured with
- * `bench/profile.ts --survivors`, 6 KB per transaction promoted instead of 0.8 KB. Objects made by `new` are not
- * pretenured.
+ * `bench/profile.ts --survivors`, 6 KB per transaction promoted instead of 0.8 KB. An instance of a class made by
+ * `new` has no allocation site of its own; it is born old only when optimized code allocates it together with a
+ * pretenured literal (the block's guard was, beside the block's literal: see `Block` in lifecycle.ts). `new Array()`
+ * does have one, and was pretenured.
  */
 export class TransactionRoot implements Root {
   readonly dialect: Dialect
