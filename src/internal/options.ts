@@ -151,11 +151,14 @@ export const resolve = (
 
 /**
  * @internal
- * `resolve`, remembered per manager defaults for no options, and for the last options object seen: `atomic(options)`
- * in a pipeline keeps its options object, so a transaction pays for their validation once. Not a `WeakMap` per
- * options object: a function that builds its options per call would add an entry per transaction, which the garbage
- * collector pays for (measured with `npm run bench:profile -- --compare atomic,options`: 1.6 times the CPU of a
- * transaction without options, most of it in GC); resolving again is cheaper.
+ * `resolve`, remembered per manager defaults: for no options, and for the last valid options given under each name,
+ * by their fields. A transaction whose options equal the last ones of its name (the same isolation, flags and
+ * duration inputs) pays a lookup and six comparisons instead of their validation. By their fields rather than by
+ * the object: a function that builds its options per call (`atomic(effect, { name: "transfer", timeout: "5
+ * seconds" })`) hits too, and the memo keeps no per-call object alive (kept by the memo, which is old, each one
+ * outlived a scavenge: 19,000 instructions per transaction, counted with `npm run bench:profile -- --instructions
+ * atomic,optionsWithoutTimeout`). By name: transactions of several names interleave, and each name usually has one
+ * set of options. Names are few (they label metrics); past {@link memoNames} the memo starts again.
  */
 export const resolveCached = (
   defaults: TransactionOptions,
@@ -165,23 +168,54 @@ export const resolveCached = (
   let memo = cache.get(defaults)
   // The same defaults object may serve managers of two databases: a memo is for one dialect.
   if (memo === undefined || memo.dialect !== dialect) {
-    memo = { dialect, none: resolve(defaults, undefined, dialect), last: undefined, lastResolved: undefined }
+    memo = { dialect, none: resolve(defaults, undefined, dialect), byName: new Map() }
     cache.set(defaults, memo)
   }
   if (options === undefined) return memo.none
-  if (memo.last === options) return memo.lastResolved!
+  const last = memo.byName.get(options.name)
+  if (last !== undefined && sameFields(last.fields, options)) return last.resolved
   const resolved = resolve(defaults, options, dialect)
-  memo.last = options
-  memo.lastResolved = resolved
+  // An invalid option is reported afresh each time (its error is made where it was given).
+  if (Either.isRight(resolved)) {
+    if (memo.byName.size >= memoNames) memo.byName.clear()
+    memo.byName.set(options.name, { fields: fieldsOf(options), resolved })
+  }
   return resolved
 }
 
-/** The options resolved for a manager's defaults: none given, and the last object given. */
+/** @internal How many names the options memo of a manager's defaults holds before it starts again. */
+export const memoNames = 256
+
+/** The fields of an options object, copied: the memo keeps them, not the object the caller made. */
+const fieldsOf = (options: TransactionOptions): TransactionOptions => ({
+  name: options.name,
+  isolation: options.isolation,
+  readOnly: options.readOnly,
+  deferrable: options.deferrable,
+  timeout: options.timeout,
+  lockTimeout: options.lockTimeout
+})
+
+/**
+ * Whether two duration inputs are the same: the same string or number, or equal `Duration`s (a tuple made per call
+ * is resolved again).
+ */
+const sameDuration = (a: Duration.DurationInput | undefined, b: Duration.DurationInput | undefined): boolean =>
+  a === b || (Duration.isDuration(a) && Duration.isDuration(b) && Duration.equals(a, b))
+
+/** Whether two options objects have the same fields. */
+const sameFields = (a: TransactionOptions, b: TransactionOptions): boolean =>
+  a.name === b.name && a.isolation === b.isolation && a.readOnly === b.readOnly && a.deferrable === b.deferrable &&
+  sameDuration(a.timeout, b.timeout) && sameDuration(a.lockTimeout, b.lockTimeout)
+
+/** The options resolved for a manager's defaults: none given, and the last valid options given under each name. */
 interface Memo {
   readonly dialect: Dialect
   readonly none: Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions>
-  last: TransactionOptions | undefined
-  lastResolved: Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions> | undefined
+  readonly byName: Map<string | undefined, {
+    readonly fields: TransactionOptions
+    readonly resolved: Either.Either<ResolvedTransactionOptions, InvalidTransactionOptions>
+  }>
 }
 
 const cache = new WeakMap<TransactionOptions, Memo>()
