@@ -11,10 +11,12 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Runtime from "effect/Runtime"
+import type * as RuntimeFlags from "effect/RuntimeFlags"
 import * as Tracer from "effect/Tracer"
 import type { Transaction } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
 import { TransactionTag } from "./context.js"
+import { deadlines } from "./deadlines.js"
 import { type Level } from "./state.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -106,13 +108,13 @@ const inPlace = <A, E, R>(
     )
   })
 
-/** The state of a body under a timeout: whether the deadline stopped it. */
-interface Deadline {
+/** The state of a body under a timeout: whether its deadline stopped it. */
+interface TimeoutState {
   timedOut: boolean
 }
 
 /** Stops the body (unless it is done) and waits for its end: the deadline has passed. */
-const expire = <A, E>(level: Level, fiber: Fiber.RuntimeFiber<A, E>, deadline: Deadline) =>
+const expire = <A, E>(level: Level, fiber: Fiber.RuntimeFiber<A, E>, deadline: TimeoutState) =>
   Effect.uninterruptible(Effect.suspend(() => {
     if (fiber.unsafePoll() === null) {
       deadline.timedOut = true
@@ -121,38 +123,35 @@ const expire = <A, E>(level: Level, fiber: Fiber.RuntimeFiber<A, E>, deadline: D
     return Fiber.await(fiber)
   }))
 
-/** @internal `setTimeout`'s limit: Effect's clock never fires a longer sleep either. */
-export const maxTimerMillis = 2 ** 31 - 1
-
 /** Effect's default clock sleeps with `setTimeout`; under another (a `TestClock`), sleeps go through the clock. */
 const DefaultClock = Clock.make().constructor
 
 /**
- * Waits for the body under Effect's default clock: one `setTimeout` and an observer of the body's fiber, no timer
- * fiber. (The observer is added from another fiber than the body's, which is safe in JavaScript's one thread: the
- * body's fiber is not running now, and its exit, checked first, is set before its observers are called.)
+ * Waits for the body under Effect's default clock: a deadline (see `deadlines.ts`) and an observer of the body's
+ * fiber, no timer fiber. (The observer is added from another fiber than the body's, which is safe in JavaScript's
+ * one thread: the body's fiber is not running now, and its exit, checked first, is set before its observers are
+ * called.)
  */
 const awaitWithTimeout = <A, E>(
   level: Level,
   fiber: Fiber.RuntimeFiber<A, E>,
   timeout: Duration.Duration,
-  deadline: Deadline
+  deadline: TimeoutState
 ): Effect.Effect<Exit.Exit<A, E>> =>
   Effect.async<Exit.Exit<A, E>>((resume) => {
     const done = fiber.unsafePoll()
     if (done !== null) return resume(Effect.succeed(done))
-    const millis = Duration.toMillis(timeout)
     const observer = (exit: Exit.Exit<A, E>) => {
-      clearTimeout(handle)
+      deadlines.cancel(timer)
       resume(Effect.succeed(exit))
     }
-    const handle = millis > maxTimerMillis ? undefined : setTimeout(() => {
+    const timer = deadlines.add(Duration.toMillis(timeout), () => {
       fiber.removeObserver(observer)
       resume(expire(level, fiber, deadline))
-    }, millis)
+    })
     fiber.addObserver(observer)
     return Effect.sync(() => {
-      clearTimeout(handle)
+      deadlines.cancel(timer)
       fiber.removeObserver(observer)
     })
   })
@@ -162,7 +161,7 @@ const awaitWithTimerFiber = <A, E>(
   level: Level,
   fiber: Fiber.RuntimeFiber<A, E>,
   timeout: Duration.Duration,
-  deadline: Deadline
+  deadline: TimeoutState
 ): Effect.Effect<Exit.Exit<A, E>> =>
   Effect.flatMap(
     Effect.fork(Effect.zipRight(Effect.interruptible(Effect.sleep(timeout)), expire(level, fiber, deadline))),
@@ -175,23 +174,22 @@ const awaitWithTimerFiber = <A, E>(
  * window in which other fibers run while the block holds its connection: on SQLite's one connection, guarded by a
  * semaphore that is not fair, waiting transactions then wake up, lose the race and wait again (measured with 16
  * fibers: 5 waits per transaction, 2 to 3 times slower). The fiber is not a child of the caller's fiber: the block
- * always waits for it or stops it.
+ * always waits for it or stops it. Made from the caller's fiber as it is (not `Effect.runtime`, which costs a step
+ * and another copy of its fiber refs).
  */
 const forkNow = <A, E, R>(
   level: Level,
-  body: Effect.Effect<A, E, R>
-): Effect.Effect<Fiber.RuntimeFiber<A, E>, never, R> =>
-  Effect.map(
-    Effect.runtime<R>(),
-    (runtime) =>
-      Runtime.runFork(
-        Runtime.make({
-          context: inTransaction(level, runtime.context),
-          fiberRefs: runtime.fiberRefs,
-          runtimeFlags: runtime.runtimeFlags
-        }),
-        body as Effect.Effect<A, E>
-      )
+  body: Effect.Effect<A, E, R>,
+  parent: Fiber.RuntimeFiber<unknown, unknown>,
+  runtimeFlags: RuntimeFlags.RuntimeFlags
+): Fiber.RuntimeFiber<A, E> =>
+  Runtime.runFork(
+    Runtime.make({
+      context: inTransaction(level, parent.currentContext),
+      fiberRefs: parent.getFiberRefs(),
+      runtimeFlags
+    }),
+    body as Effect.Effect<A, E>
   )
 
 /**
@@ -204,29 +202,28 @@ const supervise = <A, E, R>(
   timeout: Duration.Duration | undefined,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, R> =>
-  Effect.withFiberRuntime((parent) => {
+  Effect.withFiberRuntime((parent, status) => {
     const clock = Context.get(parent.currentDefaultServices, Clock.Clock)
     const start = clock.unsafeCurrentTimeMillis()
-    const deadline: Deadline = { timedOut: false }
-    return Effect.flatMap(forkNow(level, body), (fiber) => {
-      const wait = timeout === undefined
-        ? Fiber.await(fiber)
-        : clock.constructor === DefaultClock
-        ? awaitWithTimeout(level, fiber, timeout, deadline)
-        : awaitWithTimerFiber(level, fiber, timeout, deadline)
-      return restore(wait).pipe(
-        Effect.onInterrupt(() => stop(level, fiber)),
-        Effect.exit,
-        Effect.map((awaited): Exit.Exit<A, E | TransactionError.TransactionTimeout> =>
-          // Interrupted while waiting: the body is stopped; the block ends interrupted, and rolls back.
-          Exit.isFailure(awaited)
-            ? Exit.failCause(awaited.cause)
-            : deadline.timedOut
-            ? timedOut(level, clock.unsafeCurrentTimeMillis() - start)
-            : awaited.value
-        )
+    const deadline: TimeoutState = { timedOut: false }
+    const fiber = forkNow(level, body, parent, status.runtimeFlags)
+    const wait = timeout === undefined
+      ? Fiber.await(fiber)
+      : clock.constructor === DefaultClock
+      ? awaitWithTimeout(level, fiber, timeout, deadline)
+      : awaitWithTimerFiber(level, fiber, timeout, deadline)
+    return restore(wait).pipe(
+      Effect.onInterrupt(() => stop(level, fiber)),
+      Effect.exit,
+      Effect.map((awaited): Exit.Exit<A, E | TransactionError.TransactionTimeout> =>
+        // Interrupted while waiting: the body is stopped; the block ends interrupted, and rolls back.
+        Exit.isFailure(awaited)
+          ? Exit.failCause(awaited.cause)
+          : deadline.timedOut
+          ? timedOut(level, clock.unsafeCurrentTimeMillis() - start)
+          : awaited.value
       )
-    })
+    )
   })
 
 const timedOut = (level: Level, elapsed: number): Exit.Exit<never, TransactionError.TransactionTimeout> => {

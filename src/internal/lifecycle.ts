@@ -27,9 +27,10 @@ import type {
 import * as TransactionError from "../TransactionError.js"
 import type { HookInfo } from "../TransactionManager.js"
 import { TransactionManager } from "../TransactionManager.js"
-import { inTransaction, maxTimerMillis, provideLevel, runBody } from "./body.js"
+import { inTransaction, provideLevel, runBody } from "./body.js"
 import { releaseConnection, reserve, rollbackAndRelease } from "./connection.js"
 import { afterRollbackHooks, currentRetryAttempt, noteEnded, TransactionTag, withoutTransaction } from "./context.js"
+import { deadlines } from "./deadlines.js"
 import { BlockConnection, closeRoot as closeRootBlock } from "./guard.js"
 import * as Hooks from "./hooks.js"
 import type { BlockLock } from "./lock.js"
@@ -474,8 +475,8 @@ const rollbackRootBlock = (level: Level): Effect.Effect<void> => {
 
 /**
  * Commits the outermost transaction. A COMMIT that does not answer within the manager's `commitTimeout` has its
- * connection closed under it (a timer, not a fiber: this runs for every transaction), which fails it: its outcome
- * is then unknown.
+ * connection closed under it (a deadline on the shared timer of `deadlines.ts`, not a fiber: this runs for every
+ * transaction), which fails it: its outcome is then unknown.
  */
 const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
   closeRootBlock(level)
@@ -488,15 +489,14 @@ const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
     )
   let expired = false
   const abandon = dialect.abandon
-  const millis = Duration.toMillis(root.manager.commitTimeout)
-  // Past `setTimeout`'s limit a timer would fire at once: such a bound is no bound.
-  const timer = abandon === undefined || millis > maxTimerMillis ? undefined : setTimeout(() => {
+  // Past `setTimeout`'s limit, no deadline: such a bound is no bound.
+  const timer = abandon === undefined ? undefined : deadlines.add(Duration.toMillis(root.manager.commitTimeout), () => {
     expired = true
     abandon(root.conn)
-  }, millis)
+  })
   return Effect.matchCauseEffect(dialect.commit(root.conn, level.handle.options), {
     onSuccess: (outcome): Effect.Effect<Exit.Exit<void, Failure>> => {
-      clearTimeout(timer)
+      deadlines.cancel(timer)
       // A statement of another fiber, sent before the COMMIT, met an error that rolled the transaction back (a
       // MySQL deadlock): the COMMIT then ran in autocommit and committed nothing.
       const doomed = root.doomed
@@ -510,7 +510,7 @@ const commitRoot = (level: Level): Effect.Effect<Exit.Exit<void, Failure>> => {
       )
     },
     onFailure: (cause): Effect.Effect<Exit.Exit<void, Failure>> => {
-      clearTimeout(timer)
+      deadlines.cancel(timer)
       const failure = Cause.failureOption(cause)
       // A defect or an interruption during COMMIT: nobody knows what was sent; the connection is destroyed.
       if (Option.isNone(failure)) return Effect.as(releaseConnection(root, true), Exit.failCause(cause))
