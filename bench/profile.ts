@@ -16,7 +16,8 @@
  *                          # profiler, with and without the objects collected by a scavenge)
  *   npm run bench:profile -- --instructions withTransaction,atomic
  *                          # no profile: machine instructions per transaction of each variant, counted by valgrind
- *                          # (repeatable to 1 or 2 %, whatever the machine is doing; a minute or two per variant)
+ *                          # (steadier than time, but the same build spreads by up to 10 %: compare medians of several
+ *                          # runs; a minute or two per variant)
  *   npm run bench:profile -- --compare withTransaction,atomic --rounds 20
  *                          # no profile: CPU µs per transaction of each variant in interleaved rounds, and the ratio
  *                          # of each to the first (median and quartiles of the per-round ratios)
@@ -79,6 +80,10 @@ const transactions: Record<string, (i: number) => Effect.Effect<unknown, unknown
       readOnly: false,
       timeout: "10 seconds"
     }),
+  // The options apart: all but the timeout, and the timeout alone.
+  optionsWithoutTimeout: (i) =>
+    Transaction.atomic(update(i), { name: "bench", isolation: "read committed", readOnly: false }),
+  timeoutOnly: (i) => Transaction.atomic(update(i), { timeout: "10 seconds" }),
   nested: (i) =>
     Transaction.atomic(
       Effect.zipRight(update(i), Transaction.atomic(Effect.zipRight(update(i), Transaction.atomic(update(i)))))
@@ -118,8 +123,10 @@ if (args.includes("--instructions")) {
   // Machine instructions per transaction, counted by valgrind (cachegrind, no cache simulation): two processes per
   // variant, which differ only in the measured transactions after the same warm-up; the difference of their totals,
   // divided by the transactions, is the cost of one, the garbage collector's included. V8 in predictable mode on one
-  // thread (no concurrent compiler or GC threads) and a young generation of a fixed size: the count repeats to
-  // within 1 to 2 % (when full GCs fall), whatever else the machine is doing. Not with --predictable-gc-schedule
+  // thread (no concurrent compiler or GC threads) and a young generation of a fixed size. The same build measured
+  // five times gave flat `atomic` 368,500 to 410,100 instructions: the count falls into a few levels (two runs gave
+  // 388,393 and 388,372), so compare the medians of several runs, alternating the builds; an old generation too
+  // large for any full GC to run (--initial-old-space-size=4096) did not narrow it. Not with --predictable-gc-schedule
   // (a small fixed heap: more full GCs, and a wider spread), nor a gc() before the transactions (it flushed compiled
   // code: 50 % more instructions while it was compiled again).
   const warmUp = Number(option("warm-up", "12000"))
@@ -128,8 +135,9 @@ if (args.includes("--instructions")) {
   const passed = args.filter((arg, i) => !own.includes(arg) && !own.includes(args[i - 1]!))
   // The processes run this script compiled to JavaScript: under tsx, its loader's thread and its esbuild service
   // would run beside the transactions, and valgrind counts every thread (the count then varied by 15 %). It goes to
-  // .tmp/, a sibling of bench/, so that its relative imports hold.
-  const script = new URL("../.tmp/profile.mjs", import.meta.url)
+  // .tmp/, a sibling of bench/, so that its relative imports hold, under a name of this run's own (two runs at once
+  // must not rewrite each other's).
+  const script = new URL(`../.tmp/profile-${process.pid}.mjs`, import.meta.url)
   Fs.mkdirSync(new URL(".", script), { recursive: true })
   Fs.writeFileSync(
     script,
@@ -181,6 +189,7 @@ if (args.includes("--instructions")) {
       "× first": Number((perTransaction / first).toFixed(3))
     })
   }
+  Fs.rmSync(script)
   console.log(`${database}, ${fibers} fiber(s): ${measured} transactions after a warm-up of ${warmUp}, under valgrind:`)
   console.table(rows)
   process.exit(0)
