@@ -3,8 +3,8 @@
  * them are cancelled long before they fall, one or two per transaction. A `setTimeout` and its `clearTimeout` cost
  * 4,100 instructions when no other timer of the same duration is pending, because Node.js makes and drops its list
  * for that duration each time (1,500 when one is pending; counted under valgrind). Here a deadline is an entry
- * linked into a list, and the timer is set again only when a deadline falls before the one it is set for: 1,150
- * instructions for an `add` and its `cancel`, counted the same way. A deadline may run a millisecond or so after its
+ * linked into a list, and the timer is set again only when a deadline falls before the one it is set for: 1,150 to
+ * 1,350 instructions for an `add` and its `cancel` (`bench/micro.mjs` counts both). A deadline may run a millisecond or so after its
  * time: the timer fires by the event loop's clock, and a deadline that it finds a little early is set again.
  */
 
