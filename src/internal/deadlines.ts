@@ -4,9 +4,12 @@
  * 4,100 instructions when no other timer of the same duration is pending, because Node.js makes and drops its list
  * for that duration each time (1,500 when one is pending; counted under valgrind). Here a deadline is an entry
  * linked into a list, and the timer is set again only when a deadline falls before the one it is set for: 1,150 to
- * 1,350 instructions for an `add` and its `cancel` (`bench/micro.mjs` counts both). A deadline may run a millisecond or so after its
- * time: the timer fires by the event loop's clock, and a deadline that it finds a little early is set again.
+ * 1,350 instructions for an `add` and its `cancel` (`bench/micro.mjs` counts both). A deadline may run a millisecond
+ * or so after its time: the timer fires by the event loop's clock, and a deadline that it finds a little early is
+ * set again.
  */
+
+import { LinkedList } from "./linkedList.js"
 
 /** @internal `setTimeout`'s limit: Effect's clock never fires a longer sleep either. */
 export const maxTimerMillis = 2 ** 31 - 1
@@ -26,23 +29,18 @@ export class Deadline {
  * alive, as a `setTimeout` would; once none is, it no longer does, and when it fires it finds nothing to run.
  */
 export class Deadlines {
-  private first: Deadline | undefined = undefined
-  private last: Deadline | undefined = undefined
+  private readonly pending = new LinkedList<Deadline>()
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   /** When the timer fires (`Infinity`: no timer). */
   private armedAt = Infinity
-  private count = 0
 
   /** Runs `run` in `millis` milliseconds, unless cancelled; `undefined` past `setTimeout`'s limit (no bound). */
   add(millis: number, run: () => void): Deadline | undefined {
     if (millis > maxTimerMillis) return undefined
     const now = performance.now()
     const deadline = new Deadline(now + millis, run)
-    deadline.previous = this.last
-    if (this.last === undefined) this.first = deadline
-    else this.last.next = deadline
-    this.last = deadline
-    if (this.count++ === 0) this.timer?.ref()
+    this.pending.add(deadline)
+    if (this.pending.size === 1) this.timer?.ref()
     if (deadline.at < this.armedAt) this.arm(deadline.at, now)
     return deadline
   }
@@ -55,30 +53,20 @@ export class Deadlines {
       deadline.state = "over"
       return
     }
-    this.unlink(deadline)
+    this.pending.remove(deadline)
     deadline.state = "over"
     // The timer stays set (another deadline will likely need it), but no longer keeps the process alive.
-    if (this.count === 0) this.timer?.unref()
+    if (this.pending.size === 0) this.timer?.unref()
   }
 
   /** How many deadlines are pending. */
   get size(): number {
-    return this.count
+    return this.pending.size
   }
 
   /** Whether the timer keeps the process alive: exactly while a deadline is pending. */
   get keepsProcessAlive(): boolean {
     return this.timer !== undefined && this.timer.hasRef()
-  }
-
-  private unlink(deadline: Deadline): void {
-    const { next, previous } = deadline
-    if (previous === undefined) this.first = next
-    else previous.next = next
-    if (next === undefined) this.last = previous
-    else next.previous = previous
-    deadline.previous = deadline.next = undefined
-    this.count--
   }
 
   private arm(at: number, now: number): void {
@@ -97,10 +85,10 @@ export class Deadlines {
     const now = performance.now()
     const fallen: Array<Deadline> = []
     let next = Infinity
-    for (let deadline = this.first; deadline !== undefined;) {
+    for (let deadline = this.pending.first; deadline !== undefined;) {
       const following = deadline.next
       if (deadline.at <= now) {
-        this.unlink(deadline)
+        this.pending.remove(deadline)
         deadline.state = "fallen"
         fallen.push(deadline)
       } else if (deadline.at < next) next = deadline.at

@@ -155,10 +155,10 @@ export const resolve = (
  * by their fields. A transaction whose options equal the last ones of its name (the same isolation, flags and
  * duration inputs) pays a lookup and six comparisons instead of their validation. By their fields rather than by
  * the object: a function that builds its options per call (`atomic(effect, { name: "transfer", timeout: "5
- * seconds" })`) hits too (6,086 instructions per call before, under 800 now: `bench/micro.mjs options`), and the memo keeps
- * no per-call object alive (kept by the memo, which is old, each one outlived a scavenge). By name: transactions of
- * several names interleave, and each name usually has one set of options. Names are few (they label metrics); past
- * {@link memoNames} the memo starts again.
+ * seconds" })`) hits too (6,086 instructions per call before, under 800 now: `bench/micro.mjs options`), and the
+ * memo keeps no per-call object alive (kept by the memo, which is old, each one outlived a scavenge). By name:
+ * transactions of several names interleave, and each name usually has one set of options. Names are few (they label
+ * metrics); past {@link memoNames} the memo starts again.
  */
 export const resolveCached = (
   defaults: TransactionOptions,
