@@ -105,10 +105,10 @@ export interface TransactionManagerConfig {
    */
   readonly serverLabel?: boolean | undefined
   /**
-   * Run every transaction's body in a fiber of its own, as a `timeout` does, so that an interruption also stops a
-   * body that is not inside a statement (it sleeps, or waits for something else) before the ROLLBACK; its guard
-   * refuses statements from then on. (An interrupted statement is cancelled on the server either way, over a
-   * connection of its own.) Costs a fiber per transaction. Default `false`.
+   * Run every transaction's body in a fiber of its own, so that an interruption also stops a body that is not
+   * inside a statement (it sleeps, or waits for something else) before the ROLLBACK; its guard refuses statements
+   * from then on. (An interrupted statement is cancelled on the server either way, over a connection of its own.)
+   * Costs a fiber per transaction. Default `false`.
    */
   readonly superviseInterruption?: boolean | undefined
   /**

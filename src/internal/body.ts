@@ -3,20 +3,23 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
+import * as HashSet from "effect/HashSet"
 import * as Runtime from "effect/Runtime"
 import type * as RuntimeFlags from "effect/RuntimeFlags"
 import * as Tracer from "effect/Tracer"
 import type { Transaction } from "../Transaction.js"
 import * as TransactionError from "../TransactionError.js"
 import { TransactionTag } from "./context.js"
-import { deadlines } from "./deadlines.js"
+import { type Deadline, deadlines } from "./deadlines.js"
 import { type Level } from "./state.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -67,11 +70,11 @@ const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect
 
 /**
  * @internal
- * Runs the body of a block. With a `timeout` (or the manager's `superviseInterruption`), the body runs in a fiber
- * of its own, so that the timeout, or an interruption, stops the body (see `stop`) rather than the caller: it is
- * then awaited before the block ends. When the timeout expires the block fails with `TransactionTimeout`. Without
- * them the body runs in place (a fiber less per transaction); an interrupted statement is cancelled on the server
- * either way (see `Dialect.statements`).
+ * Runs the body of a block in the caller's fiber, with or without a `timeout` (see `inPlace`; when it expires the
+ * block fails with `TransactionTimeout`). With the manager's `superviseInterruption`, or under a timeout when the
+ * caller has child fibers, the body runs in a fiber of its own, so that an interruption or the deadline stops the
+ * body (see `stop`) rather than the caller: it is then awaited before the block ends. An interrupted statement is
+ * cancelled on the server either way (see `Dialect.statements`).
  */
 export const runBody = <A, E, R>(
   level: Level,
@@ -79,11 +82,10 @@ export const runBody = <A, E, R>(
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 ): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
   const { timeout } = level.handle.options
-  const supervised = timeout !== undefined ||
-    (level.root.manager.superviseInterruption && level.root.dialect.cancellable)
-  return supervised
-    ? supervise(level, restore(effect as Effect.Effect<A, E, Exclude<R, Transaction>>), timeout, restore)
-    : inPlace(level, effect, restore)
+  if (level.root.manager.superviseInterruption && level.root.dialect.cancellable) {
+    return supervise(level, restore(effect as Effect.Effect<A, E, Exclude<R, Transaction>>), timeout, restore)
+  }
+  return inPlace(level, effect, timeout, restore)
 }
 
 /**
@@ -91,22 +93,135 @@ export const runBody = <A, E, R>(
  * `Effect.provide`/`Effect.locally` do, in 3 steps instead of their 10 (every block pays it; measured with
  * `npm run bench:profile -- --count`): this runs under the block's interruption mask, which `restore` lifts for
  * the body alone, so the context is put back however the body ends.
+ *
+ * Under a timeout the body still runs in place, watched (see `Watch`), in the same 3 steps under Effect's default
+ * clock: the deadline is an entry on the library's one timer (see `deadlines.ts`). Under another clock (a
+ * `TestClock`) a timer fiber sleeps on that clock. A caller with children (see `hasChildren`) gets a fiber for the
+ * body instead (see `supervise`).
  */
 const inPlace = <A, E, R>(
   level: Level,
   effect: Effect.Effect<A, E, R>,
+  timeout: Duration.Duration | undefined,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-): Effect.Effect<Exit.Exit<A, E>, never, Exclude<R, Transaction>> =>
+): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> =>
   Effect.withFiberRuntime((fiber) => {
-    const outer = fiber.currentContext
-    return Effect.zipRight(
-      FiberRef.set(FiberRef.currentContext, inTransaction(level, outer)),
-      Effect.flatMap(
-        Effect.exit(restore(effect as Effect.Effect<A, E>)),
-        (exit) => Effect.as(FiberRef.set(FiberRef.currentContext, outer), exit)
-      )
+    if (timeout === undefined) return watched(level, effect, restore, fiber, undefined)
+    if (hasChildren(fiber)) {
+      return supervise(level, restore(effect as Effect.Effect<A, E, Exclude<R, Transaction>>), timeout, restore)
+    }
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const watch = new Watch(level, fiber, clock, clock.unsafeCurrentTimeMillis())
+    if (clock.constructor === DefaultClock) {
+      watch.deadline = deadlines.add(Duration.toMillis(timeout), watch.expire)
+      return watched(level, effect, restore, fiber, watch)
+    }
+    return Effect.flatMap(
+      Effect.forkDaemon(Effect.zipRight(Effect.interruptible(Effect.sleep(timeout)), Effect.sync(watch.expire))),
+      (timer) => Effect.zipLeft(watched(level, effect, restore, fiber, watch), Fiber.interrupt(timer))
     )
   })
+
+/** The body run in place (see `inPlace`), and its watch ended right after it, in the same step. */
+const watched = <A, E, R>(
+  level: Level,
+  effect: Effect.Effect<A, E, R>,
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  watch: Watch | undefined
+): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> => {
+  const outer = fiber.currentContext
+  return Effect.zipRight(
+    FiberRef.set(FiberRef.currentContext, inTransaction(level, outer)),
+    Effect.flatMap(
+      Effect.exit(restore(effect as Effect.Effect<A, E>)),
+      (exit): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>> => {
+        const back = FiberRef.set(FiberRef.currentContext, outer)
+        const interruptor = watch?.end()
+        return interruptor === undefined ? Effect.as(back, exit) : Effect.zipRight(back, watch!.timedOut(interruptor))
+      }
+    )
+  )
+}
+
+/**
+ * Whether a fiber has children that may still run (forked with `Effect.fork`). An interrupted fiber passes its
+ * interruption on to every child it has, so a deadline that interrupted a caller with children would stop them
+ * too: such a caller gets a fiber for the body. Read from Effect's `FiberRuntime` (`_children`: `null` or a `Set`),
+ * which is not public API (a public read, `fiber.children`, is an asynchronous message to the fiber); anything else
+ * reads as "has children", and the body gets a fiber, which is always right.
+ */
+const hasChildren = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
+  const children = (fiber as unknown as { readonly _children?: unknown })._children
+  return !(children === null || (children instanceof Set && children.size === 0))
+}
+
+/**
+ * A body run in place under a timeout. When its deadline falls first, it stops the body as `stop` would, by
+ * interrupting the caller's fiber as an interruptor of its own; the block then takes that interruption back off
+ * the fiber (see `timedOut`) and fails with `TransactionTimeout` instead.
+ */
+class Watch {
+  /** The body has ended: a deadline that falls from now on does nothing. */
+  done = false
+  /** The interruptor the deadline interrupted the caller's fiber as, once it has. */
+  interruptor: FiberId.FiberId | undefined = undefined
+  deadline: Deadline | undefined = undefined
+  constructor(
+    readonly level: Level,
+    readonly fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    readonly clock: Clock.Clock,
+    readonly start: number
+  ) {}
+
+  /**
+   * The deadline: from now on the body's guard refuses statements, and the caller's fiber is interrupted (which
+   * cancels the statement in flight, if any, on the server). Runs outside the fiber (a timer, or a timer fiber),
+   * which is then suspended: the interruption is a message it handles before it runs any further step.
+   */
+  readonly expire = (): void => {
+    if (this.done) return
+    this.done = true
+    this.interruptor = FiberId.unsafeMake()
+    this.level.connection.stopped = true
+    this.fiber.unsafeInterruptAsFork(this.interruptor)
+  }
+
+  /**
+   * Ends the watch, right after the body, in the caller's fiber: a deadline that falls from now on does nothing.
+   * Returns the interruptor when the deadline fell first (its interruption was handled before this step).
+   */
+  end(): FiberId.FiberId | undefined {
+    this.done = true
+    deadlines.cancel(this.deadline)
+    return this.interruptor
+  }
+
+  /**
+   * The block's result when the deadline fell first: its interruption is taken off the caller's fiber, and the
+   * block fails with `TransactionTimeout`, unless the caller was also interrupted by another fiber, which then
+   * ends the block interrupted.
+   */
+  timedOut(interruptor: FiberId.FiberId): Effect.Effect<Exit.Exit<never, TransactionError.TransactionTimeout>> {
+    return Effect.withFiberRuntime((fiber) => {
+      const rest = withoutInterruptor(fiber.getFiberRef(FiberRef.interruptedCause), interruptor)
+      return Effect.as(
+        FiberRef.set(FiberRef.interruptedCause, rest),
+        Cause.isEmpty(rest)
+          ? timedOut(this.level, this.clock.unsafeCurrentTimeMillis() - this.start)
+          : Exit.failCause(rest)
+      )
+    })
+  }
+}
+
+/** An interruption cause without one of its interruptors. */
+const withoutInterruptor = (cause: Cause.Cause<never>, interruptor: FiberId.FiberId): Cause.Cause<never> =>
+  HashSet.reduce(
+    HashSet.remove(Cause.interruptors(cause), interruptor),
+    Cause.empty as Cause.Cause<never>,
+    (rest, other) => Cause.sequential(rest, Cause.interrupt(other))
+  )
 
 /** The state of a body under a timeout: whether its deadline stopped it. */
 interface TimeoutState {
@@ -194,7 +309,7 @@ const forkNow = <A, E, R>(
 
 /**
  * Runs a body in a fiber of its own and waits for it, until the timeout when there is one. Written without a
- * generator: this runs for every transaction with a timeout.
+ * generator: this runs for every transaction of a manager with `superviseInterruption`.
  */
 const supervise = <A, E, R>(
   level: Level,

@@ -15,6 +15,8 @@ import {
   Either,
   Exit,
   Fiber,
+  FiberId,
+  FiberRef,
   Layer,
   Option,
   TestClock,
@@ -567,6 +569,137 @@ export const suite = (target: Target) => {
           if (error._tag === "TransactionTimeout") {
             assert.strictEqual(Duration.toMillis(error.elapsed), 10_000)
           }
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      // A body under a timeout runs in the caller's fiber; the deadline interrupts that fiber, and the block takes
+      // the interruption back off it. These pin what must not leak out of that.
+      const fiberId = Effect.map(Effect.fiberId, (id) => FiberId.threadName(id))
+
+      it.scoped("a timed-out body ran in the caller's fiber, which goes on uninterrupted", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_in_place")
+          const caller = yield* fiberId
+          let body: string | undefined
+          const error = yield* Effect.flip(
+            Effect.gen(function*() {
+              body = yield* fiberId
+              yield* t.insert(1)
+              yield* Effect.never
+            }).pipe(Transaction.atomic({ timeout: "100 millis" }))
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          assert.strictEqual(body, caller)
+          assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
+          yield* Effect.sleep("1 millis") // an interruptible step: an interrupted fiber would end here
+          yield* t.insert(2).pipe(Transaction.atomic({ timeout: "10 seconds" }))
+          assert.deepStrictEqual(yield* t.ids, [2])
+        }))
+
+      it.scoped("a caller with a child fiber gets a fiber for a timed body: the deadline leaves its child running", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_child")
+          const caller = yield* fiberId
+          const child = yield* Effect.fork(Effect.never)
+          let body: string | undefined
+          const error = yield* Effect.flip(
+            Effect.gen(function*() {
+              body = yield* fiberId
+              yield* t.insert(1)
+              yield* Effect.never
+            }).pipe(Transaction.atomic({ timeout: "100 millis" }))
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          assert.notStrictEqual(body, caller)
+          yield* Effect.sleep("50 millis")
+          assert.isNull(child.unsafePoll(), "the caller's child still runs")
+          yield* Fiber.interrupt(child)
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      it.scoped("the body's own fibers are stopped with it at the deadline", () =>
+        Effect.gen(function*() {
+          const forked = yield* Deferred.make<Fiber.RuntimeFiber<never>>()
+          const error = yield* Effect.flip(
+            Effect.gen(function*() {
+              yield* Deferred.succeed(forked, yield* Effect.fork(Effect.never))
+              yield* Effect.never
+            }).pipe(Transaction.atomic({ timeout: "100 millis" }))
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          const exit = yield* Fiber.await(yield* Deferred.await(forked))
+          assert.isTrue(Exit.isInterrupted(exit))
+        }))
+
+      it.scoped("a deadline that falls while the body is uninterruptible: TransactionTimeout when the body ends", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_uninterruptible")
+          const error = yield* Effect.flip(
+            Effect.zipRight(t.insert(1), Effect.uninterruptible(Effect.sleep("300 millis"))).pipe(
+              Transaction.atomic({ timeout: "100 millis" })
+            )
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          if (error._tag === "TransactionTimeout") assert.isAtLeast(Duration.toMillis(error.elapsed), 250)
+          assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
+          yield* Effect.sleep("1 millis")
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      it.scoped("interrupted by another fiber after its deadline fell: the block ends interrupted, not timed out", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_and_interrupt")
+          const started = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(
+            Effect.zipRight(
+              t.insert(1),
+              Effect.zipRight(Deferred.succeed(started, undefined), Effect.uninterruptible(Effect.sleep("400 millis")))
+            ).pipe(Transaction.atomic({ timeout: "100 millis" }))
+          )
+          yield* Deferred.await(started)
+          yield* Effect.sleep("200 millis") // the deadline has fallen; the body cannot be stopped yet
+          const interruptor = yield* Effect.fiberId
+          const exit = yield* Fiber.interrupt(fiber)
+          assert.isTrue(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause), String(exit))
+          if (Exit.isFailure(exit)) {
+            assert.deepStrictEqual([...Cause.interruptors(exit.cause)], [interruptor])
+          }
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      it.scoped("both deadlines fell: the inner block's timeout is not the outer body's to catch, it is stopped", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_both")
+          let caught = false
+          const error = yield* Effect.flip(
+            Effect.zipRight(
+              t.insert(1),
+              Effect.zipRight(t.insert(2), Effect.uninterruptible(Effect.sleep("300 millis"))).pipe(
+                Transaction.atomic({ timeout: "100 millis" }),
+                Effect.catchAll(() => Effect.sync(() => caught = true))
+              )
+            ).pipe(Transaction.atomic({ timeout: "150 millis" }))
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          if (error._tag === "TransactionTimeout") assert.strictEqual(Duration.toMillis(error.timeout), 150)
+          assert.isFalse(caught)
+          assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      it.scoped("an outer deadline that falls inside a nested timed block ends the outer block timed out", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_outer")
+          const error = yield* Effect.flip(
+            Effect.zipRight(
+              t.insert(1),
+              Effect.zipRight(t.insert(2), Effect.never).pipe(Transaction.atomic({ timeout: "10 seconds" }))
+            ).pipe(Transaction.atomic({ timeout: "150 millis" }))
+          )
+          assert.strictEqual(error._tag, "TransactionTimeout")
+          if (error._tag === "TransactionTimeout") assert.strictEqual(Duration.toMillis(error.timeout), 150)
+          assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
+          yield* Effect.sleep("1 millis")
           assert.deepStrictEqual(yield* t.ids, [])
         }))
     })
