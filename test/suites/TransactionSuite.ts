@@ -575,10 +575,9 @@ export const suite = (target: Target) => {
       // A body under a timeout runs in the caller's fiber; the deadline interrupts that fiber, and the block takes
       // the interruption back off it. These pin what must not leak out of that.
       const fiberId = Effect.map(Effect.fiberId, (id) => FiberId.threadName(id))
-
-      it.scoped("a timed-out body ran in the caller's fiber, which goes on uninterrupted", () =>
+      /** A block that inserts 1 and never ends, under a 100 ms timeout: its error, and the fibers of caller and body. */
+      const timedOutBlock = (t: Effect.Effect.Success<ReturnType<typeof makeTable>>) =>
         Effect.gen(function*() {
-          const t = yield* makeTable("timeout_in_place")
           const caller = yield* fiberId
           let body: string | undefined
           const error = yield* Effect.flip(
@@ -588,6 +587,13 @@ export const suite = (target: Target) => {
               yield* Effect.never
             }).pipe(Transaction.atomic({ timeout: "100 millis" }))
           )
+          return { caller, body, error }
+        })
+
+      it.scoped("a timed-out body ran in the caller's fiber, which goes on uninterrupted", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_in_place")
+          const { body, caller, error } = yield* timedOutBlock(t)
           assert.strictEqual(error._tag, "TransactionTimeout")
           assert.strictEqual(body, caller)
           assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
@@ -599,16 +605,8 @@ export const suite = (target: Target) => {
       it.scoped("a caller with a child fiber gets a fiber for a timed body: the deadline leaves its child running", () =>
         Effect.gen(function*() {
           const t = yield* makeTable("timeout_child")
-          const caller = yield* fiberId
           const child = yield* Effect.fork(Effect.never)
-          let body: string | undefined
-          const error = yield* Effect.flip(
-            Effect.gen(function*() {
-              body = yield* fiberId
-              yield* t.insert(1)
-              yield* Effect.never
-            }).pipe(Transaction.atomic({ timeout: "100 millis" }))
-          )
+          const { body, caller, error } = yield* timedOutBlock(t)
           assert.strictEqual(error._tag, "TransactionTimeout")
           assert.notStrictEqual(body, caller)
           yield* Effect.sleep("50 millis")
