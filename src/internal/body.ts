@@ -72,9 +72,9 @@ const stop = <A, E>(level: Level, body: Fiber.RuntimeFiber<A, E>): Effect.Effect
  * @internal
  * Runs the body of a block in the caller's fiber, with or without a `timeout` (see `inPlace`; when it expires the
  * block fails with `TransactionTimeout`). With the manager's `superviseInterruption`, or under a timeout when the
- * caller has child fibers, the body runs in a fiber of its own, so that an interruption or the deadline stops the
- * body (see `stop`) rather than the caller: it is then awaited before the block ends. An interrupted statement is
- * cancelled on the server either way (see `Dialect.statements`).
+ * caller cannot be watched (see `watchable`), the body runs in a fiber of its own, so that an interruption or the
+ * deadline stops the body (see `stop`) rather than the caller: it is then awaited before the block ends. An
+ * interrupted statement is cancelled on the server either way (see `Dialect.statements`).
  */
 export const runBody = <A, E, R>(
   level: Level,
@@ -96,7 +96,7 @@ export const runBody = <A, E, R>(
  *
  * Under a timeout the body still runs in place, watched (see `Watch`), in the same 3 steps under Effect's default
  * clock: the deadline is an entry on the library's one timer (see `deadlines.ts`). Under another clock (a
- * `TestClock`) a timer fiber sleeps on that clock. A caller with children (see `hasChildren`) gets a fiber for the
+ * `TestClock`) a timer fiber sleeps on that clock. A caller that cannot be watched (see `watchable`) gets a fiber for the
  * body instead (see `supervise`).
  */
 const inPlace = <A, E, R>(
@@ -107,7 +107,7 @@ const inPlace = <A, E, R>(
 ): Effect.Effect<Exit.Exit<A, E | TransactionError.TransactionTimeout>, never, Exclude<R, Transaction>> =>
   Effect.withFiberRuntime((fiber) => {
     if (timeout === undefined) return watched(level, effect, restore, fiber, undefined)
-    if (hasChildren(fiber)) {
+    if (!watchable(fiber)) {
       return supervise(level, restore(effect as Effect.Effect<A, E, Exclude<R, Transaction>>), timeout, restore)
     }
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
@@ -145,15 +145,21 @@ const watched = <A, E, R>(
 }
 
 /**
- * Whether a fiber has children that may still run (forked with `Effect.fork`). An interrupted fiber passes its
- * interruption on to every child it has, so a deadline that interrupted a caller with children would stop them
- * too: such a caller gets a fiber for the body. Read from Effect's `FiberRuntime` (`_children`: `null` or a `Set`),
- * which is not public API (a public read, `fiber.children`, is an asynchronous message to the fiber); anything else
- * reads as "has children", and the body gets a fiber, which is always right.
+ * Whether a body under a timeout can run in this fiber, watched: the deadline interrupts the fiber, so it must have
+ * no children (forked with `Effect.fork` and still running), to which an interrupted fiber passes its interruption
+ * on, and no pending step of request batching (`Effect.forEach(…, { batching: true })`), to which a request of the
+ * body would return, the rest of the body going on in another fiber. Read from Effect's `FiberRuntime` (`_children`:
+ * `null` or a `Set`; `_steps`: an array), which is not public API (`fiber.children`, public, is a message to the
+ * fiber, and nothing public tells the steps); anything else than those reads as "cannot", and the body gets a fiber
+ * of its own, which is always right.
  */
-const hasChildren = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
-  const children = (fiber as unknown as { readonly _children?: unknown })._children
-  return !(children === null || (children instanceof Set && children.size === 0))
+const watchable = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
+  const { _children: children, _steps: steps } = fiber as unknown as {
+    readonly _children?: unknown
+    readonly _steps?: unknown
+  }
+  return (children === null || (children instanceof Set && children.size === 0)) &&
+    Array.isArray(steps) && steps.length === 0
 }
 
 /**
@@ -198,20 +204,29 @@ class Watch {
   }
 
   /**
-   * The block's result when the deadline fell first: its interruption is taken off the caller's fiber, and the
-   * block fails with `TransactionTimeout`, unless the caller was also interrupted by another fiber, which then
-   * ends the block interrupted.
+   * The block's result when the deadline fell first: `TransactionTimeout`. Its interruption is taken off the
+   * caller's fiber; any other stays (the fiber was interrupted before the block, or by another fiber since: that
+   * interruption takes effect once the block has ended, as one that arrives during a COMMIT does). The fibers the
+   * body forked were interrupted with it (the fiber had no children when the block started): they are awaited, so
+   * that none still runs, or cancels a statement, once the block rolls back.
    */
   timedOut(interruptor: FiberId.FiberId): Effect.Effect<Exit.Exit<never, TransactionError.TransactionTimeout>> {
-    return Effect.withFiberRuntime((fiber) => {
-      const rest = withoutInterruptor(fiber.getFiberRef(FiberRef.interruptedCause), interruptor)
-      return Effect.as(
-        FiberRef.set(FiberRef.interruptedCause, rest),
-        Cause.isEmpty(rest)
-          ? timedOut(this.level, this.clock.unsafeCurrentTimeMillis() - this.start)
-          : Exit.failCause(rest)
+    return Effect.withFiberRuntime((fiber) =>
+      Effect.zipRight(
+        FiberRef.set(
+          FiberRef.interruptedCause,
+          withoutInterruptor(fiber.getFiberRef(FiberRef.interruptedCause), interruptor)
+        ),
+        Effect.flatMap(
+          fiber.children,
+          (children) =>
+            Effect.as(
+              Fiber.interruptAll(children),
+              timedOut(this.level, this.clock.unsafeCurrentTimeMillis() - this.start)
+            )
+        )
       )
-    })
+    )
   }
 }
 

@@ -19,6 +19,8 @@ import {
   FiberRef,
   Layer,
   Option,
+  Request,
+  RequestResolver,
   TestClock,
   TestContext
 } from "effect"
@@ -69,6 +71,19 @@ export const makeTable = (prefix: string) =>
     )
     return { name, insert, ids: Effect.map(ids, (ids) => ids.map(Number)), idsHere }
   })
+
+/** A request answered after 300 ms, in batches: a body that makes one under request batching blocks on it. */
+interface Slow extends Request.Request<number> {
+  readonly _tag: "Slow"
+  readonly id: number
+}
+const Slow = Request.tagged<Slow>("Slow")
+const slowResolver = RequestResolver.makeBatched((requests: ReadonlyArray<Slow>) =>
+  Effect.zipRight(
+    Effect.sleep("300 millis"),
+    Effect.forEach(requests, (r) => Request.succeed(r, r.id), { discard: true })
+  )
+)
 
 /** A typed failure of a body, for the suites. */
 export class Boom {
@@ -615,18 +630,69 @@ export const suite = (target: Target) => {
           assert.deepStrictEqual(yield* t.ids, [])
         }))
 
-      it.scoped("the body's own fibers are stopped with it at the deadline", () =>
+      it.scoped("the body's own fibers are stopped with it at the deadline, and awaited before the block ends", () =>
         Effect.gen(function*() {
+          let forkedEnded = false
           const forked = yield* Deferred.make<Fiber.RuntimeFiber<never>>()
           const error = yield* Effect.flip(
             Effect.gen(function*() {
-              yield* Deferred.succeed(forked, yield* Effect.fork(Effect.never))
+              const slowToStop = Effect.onInterrupt(
+                Effect.never,
+                () => Effect.zipRight(Effect.sleep("200 millis"), Effect.sync(() => forkedEnded = true))
+              )
+              yield* Deferred.succeed(forked, yield* Effect.fork(slowToStop))
               yield* Effect.never
             }).pipe(Transaction.atomic({ timeout: "100 millis" }))
           )
           assert.strictEqual(error._tag, "TransactionTimeout")
-          const exit = yield* Fiber.await(yield* Deferred.await(forked))
+          assert.isTrue(forkedEnded, "the body's fiber had ended when the block did")
+          assert.isTrue(Exit.isInterrupted(yield* Fiber.await(yield* Deferred.await(forked))))
+        }))
+
+      it.scoped("a timed body under request batching: the deadline stops the body, not a sibling of the batch", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_batching")
+          const [timed, sibling] = yield* Effect.all([
+            Effect.either(
+              Effect.zipRight(t.insert(1), Effect.request(Slow({ id: 1 }), slowResolver)).pipe(
+                Transaction.atomic({ timeout: "100 millis" })
+              )
+            ),
+            Effect.exit(Effect.sleep("200 millis"))
+          ], { batching: true })
+          assert.isTrue(Either.isLeft(timed) && timed.left._tag === "TransactionTimeout", String(timed))
+          assert.isTrue(Exit.isSuccess(sibling), String(sibling))
+          assert.isTrue(Cause.isEmpty(yield* FiberRef.get(FiberRef.interruptedCause)))
+          assert.deepStrictEqual(yield* t.ids, [])
+        }))
+
+      it.scoped("a timed block in a finalizer of an interrupted fiber: TransactionTimeout, the fiber stays interrupted", () =>
+        Effect.gen(function*() {
+          const t = yield* makeTable("timeout_finalizer")
+          const started = yield* Deferred.make<void>()
+          let outcome: string | undefined
+          const fiber = yield* Effect.fork(
+            Effect.zipRight(Deferred.succeed(started, undefined), Effect.never).pipe(
+              Effect.ensuring(
+                Effect.zipRight(t.insert(1), Effect.sleep("300 millis")).pipe(
+                  Transaction.atomic({ timeout: "100 millis" }),
+                  Effect.matchCause({
+                    onFailure: (cause) =>
+                      outcome = Option.match(Cause.failureOption(cause), {
+                        onNone: () => Cause.pretty(cause),
+                        onSome: (error) => error._tag
+                      }),
+                    onSuccess: () => outcome = "success"
+                  })
+                )
+              )
+            )
+          )
+          yield* Deferred.await(started)
+          const exit = yield* Fiber.interrupt(fiber)
+          assert.strictEqual(outcome, "TransactionTimeout")
           assert.isTrue(Exit.isInterrupted(exit))
+          assert.deepStrictEqual(yield* t.ids, [])
         }))
 
       it.scoped("a deadline that falls while the body is uninterruptible: TransactionTimeout when the body ends", () =>
@@ -644,7 +710,7 @@ export const suite = (target: Target) => {
           assert.deepStrictEqual(yield* t.ids, [])
         }))
 
-      it.scoped("interrupted by another fiber after its deadline fell: the block ends interrupted, not timed out", () =>
+      it.scoped("interrupted by another fiber after its deadline fell: TransactionTimeout, then that interruption", () =>
         Effect.gen(function*() {
           const t = yield* makeTable("timeout_and_interrupt")
           const started = yield* Deferred.make<void>()
@@ -658,9 +724,12 @@ export const suite = (target: Target) => {
           yield* Effect.sleep("200 millis") // the deadline has fallen; the body cannot be stopped yet
           const interruptor = yield* Effect.fiberId
           const exit = yield* Fiber.interrupt(fiber)
-          assert.isTrue(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause), String(exit))
+          assert.isTrue(Exit.isFailure(exit), String(exit))
           if (Exit.isFailure(exit)) {
+            // Only the other fiber's interruption: the deadline's was taken back.
             assert.deepStrictEqual([...Cause.interruptors(exit.cause)], [interruptor])
+            const failure = Cause.failureOption(exit.cause)
+            assert.isTrue(Option.isSome(failure) && failure.value._tag === "TransactionTimeout", String(exit))
           }
           assert.deepStrictEqual(yield* t.ids, [])
         }))
