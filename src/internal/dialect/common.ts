@@ -103,11 +103,12 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
   let busy = false
   // While a cancel is on its way, nothing else is sent: it must not reach the statement after the cancelled one.
   let cancelling = 0
-  const waiting: Array<() => void> = []
+  // Made when a statement must wait (statements sent at once by concurrent fibers), not with every transaction.
+  let waiting: Array<() => void> | undefined
   const next = () => {
     busy = false
     if (cancelling > 0) return
-    const send = waiting.shift()
+    const send = waiting?.shift()
     if (send !== undefined) send()
   }
   const run = (sql: string, params: ReadonlyArray<unknown>, mode: Mode) =>
@@ -140,13 +141,13 @@ export const statements = (conn: Connection, fate: Fate, driver: Driver): Connec
           settle(Effect.fail(new SqlError({ cause, message: "Failed to execute statement" })))
         }
       }
-      if (busy) waiting.push(send)
+      if (busy) (waiting ??= []).push(send)
       else send()
       return Effect.suspend(() => {
         if (state === "settled") return Effect.void
         if (state === "waiting") {
-          const index = waiting.indexOf(send)
-          if (index !== -1) waiting.splice(index, 1)
+          const index = waiting?.indexOf(send) ?? -1
+          if (index !== -1) waiting!.splice(index, 1)
           return Effect.void
         }
         cancelling++

@@ -6,8 +6,10 @@ import * as IsolationLevel from "../../IsolationLevel.js"
 import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import {
   configured,
+  type Driver,
   exec,
   isPlain,
+  type Mode,
   property,
   rejectDeferrable,
   socketErrorCodes,
@@ -156,7 +158,7 @@ const abandon = (conn: Connection): void => {
  * lock wait timeout when `innodb_rollback_on_timeout` is on (asked of the server, before anything else is sent);
  * a lost connection ends it too. Other errors roll back the statement alone.
  */
-const endsTransaction = (connection: MysqlPoolConnection) => (error: unknown, answer: (ends: boolean) => void) => {
+const endsTransaction = (connection: MysqlPoolConnection, error: unknown, answer: (ends: boolean) => void): void => {
   const tag = classify(error)
   if (tag?.code === "1213" || tag?.tag === "ConnectionLost") return answer(true)
   if (tag?.code !== "1205") return answer(false)
@@ -165,23 +167,37 @@ const endsTransaction = (connection: MysqlPoolConnection) => (error: unknown, an
   })
 }
 
+/**
+ * What `common.statements` needs of the `mysql2` connection. A class rather than an object literal, made once per
+ * transaction: V8 allocated the literal (and its closures) in the old generation once most outlived a scavenge
+ * (`bench:profile -- --survivors --database mysql`: 456 bytes per transaction; see `TransactionRoot`).
+ */
+class MysqlDriver implements Driver {
+  constructor(readonly conn: Connection, readonly connection: MysqlPoolConnection) {}
+  // As `@effect/sql-mysql2` sends them: prepared, except `executeUnprepared`; rows as arrays for `executeValues`.
+  send(sql: string, values: ReadonlyArray<unknown>, mode: Mode, callback: (error: unknown, rows: unknown) => void) {
+    const query = { sql, values, rowsAsArray: mode === "values" }
+    const done = (error: unknown, results: unknown) =>
+      error ? callback(error, undefined) : callback(null, mode === "raw" || Array.isArray(results) ? results : [])
+    if (mode === "unprepared") this.connection.query(query, done)
+    else this.connection.execute(query, done)
+  }
+  endsTransaction(error: unknown, answer: (ends: boolean) => void) {
+    endsTransaction(this.connection, error, answer)
+  }
+  /** Made when a statement is cancelled, not with every transaction. */
+  get cancel() {
+    return cancel(this.conn)
+  }
+  destroy() {
+    abandon(this.conn)
+  }
+}
+
 /** The statements of a transaction, sent on the `mysql2` connection itself (see `common.statements`). */
 const statements = (conn: Connection, fate: Fate): Connection => {
   const connection = poolConnection(conn)
-  if (connection === undefined) return conn
-  return makeStatements(conn, fate, {
-    // As `@effect/sql-mysql2` sends them: prepared, except `executeUnprepared`; rows as arrays for `executeValues`.
-    send: (sql, values, mode, callback) => {
-      const query = { sql, values, rowsAsArray: mode === "values" }
-      const done = (error: unknown, results: unknown) =>
-        error ? callback(error, undefined) : callback(null, mode === "raw" || Array.isArray(results) ? results : [])
-      if (mode === "unprepared") connection.query(query, done)
-      else connection.execute(query, done)
-    },
-    endsTransaction: endsTransaction(connection),
-    cancel: cancel(conn),
-    destroy: () => abandon(conn)
-  })
+  return connection === undefined ? conn : makeStatements(conn, fate, new MysqlDriver(conn, connection))
 }
 
 /** @internal */

@@ -7,6 +7,7 @@ import type { ResolvedTransactionOptions } from "../../Transaction.js"
 import { InvalidTransactionOptions } from "../../TransactionError.js"
 import {
   configured,
+  type Driver,
   exec,
   isPlain,
   type Mode,
@@ -155,20 +156,34 @@ const rowsOf = (result: PgResult | ReadonlyArray<PgResult>, mode: Mode): unknown
     : (result as PgResult).rows ?? []
 
 /** The statements of a transaction, sent on the `pg` client itself (see `common.statements`). */
+/**
+ * What `common.statements` needs of the `pg` client. A class rather than an object literal, made once per
+ * transaction (see `MysqlDriver`).
+ */
+class PgDriver implements Driver {
+  constructor(readonly conn: Connection, readonly client: PgPoolClient) {}
+  send(text: string, values: ReadonlyArray<unknown>, mode: Mode, callback: (error: unknown, rows: unknown) => void) {
+    this.client.query(
+      mode === "values" ? { text, values, rowMode: "array" } : { text, values },
+      (error, result) => error ? callback(error, undefined) : callback(null, rowsOf(result, mode))
+    )
+  }
+  // A failed statement aborts the transaction (or the savepoint) but does not end it, unless the connection is gone.
+  endsTransaction(error: unknown, answer: (ends: boolean) => void) {
+    answer(classify(error)?.tag === "ConnectionLost")
+  }
+  /** Made when a statement is cancelled, not with every transaction. */
+  get cancel() {
+    return cancel(this.conn)
+  }
+  destroy() {
+    abandon(this.conn)
+  }
+}
+
 const statements = (conn: Connection, fate: Fate): Connection => {
   const client = pgClient(conn)
-  if (client === undefined) return conn
-  return makeStatements(conn, fate, {
-    send: (text, values, mode, callback) =>
-      client.query(
-        mode === "values" ? { text, values, rowMode: "array" } : { text, values },
-        (error, result) => error ? callback(error, undefined) : callback(null, rowsOf(result, mode))
-      ),
-    // A failed statement aborts the transaction (or the savepoint) but does not end it, unless the connection is gone.
-    endsTransaction: (error, answer) => answer(classify(error)?.tag === "ConnectionLost"),
-    cancel: cancel(conn),
-    destroy: () => abandon(conn)
-  })
+  return client === undefined ? conn : makeStatements(conn, fate, new PgDriver(conn, client))
 }
 
 /** @internal */
