@@ -96,8 +96,8 @@ export const runBody = <A, E, R>(
  *
  * Under a timeout the body still runs in place, watched (see `Watch`), in the same 3 steps under Effect's default
  * clock: the deadline is an entry on the library's one timer (see `deadlines.ts`). Under another clock (a
- * `TestClock`) a timer fiber sleeps on that clock. A caller that cannot be watched (see `watchable`) gets a fiber for the
- * body instead (see `supervise`).
+ * `TestClock`) a timer fiber sleeps on that clock. A caller that cannot be watched (see `watchable`) gets a fiber
+ * for the body instead (see `supervise`).
  */
 const inPlace = <A, E, R>(
   level: Level,
