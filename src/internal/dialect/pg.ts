@@ -155,7 +155,6 @@ const rowsOf = (result: PgResult | ReadonlyArray<PgResult>, mode: Mode): unknown
     ? result.map((r: PgResult) => r.rows ?? [])
     : (result as PgResult).rows ?? []
 
-/** The statements of a transaction, sent on the `pg` client itself (see `common.statements`). */
 /**
  * What `common.statements` needs of the `pg` client. A class rather than an object literal, made once per
  * transaction (see `MysqlDriver`).
@@ -181,6 +180,7 @@ class PgDriver implements Driver {
   }
 }
 
+/** The statements of a transaction, sent on the `pg` client itself (see `common.statements`). */
 const statements = (conn: Connection, fate: Fate): Connection => {
   const client = pgClient(conn)
   return client === undefined ? conn : makeStatements(conn, fate, new PgDriver(conn, client))
